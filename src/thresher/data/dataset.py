@@ -1,0 +1,74 @@
+"""`ArrayDataset`: a whole image dataset held as two tensors.
+
+Keeping the dataset as one uint8 tensor (not a list of files or PIL images) is what lets every
+later stage — batching, augmentation, scoring, selection — run as tensor operations on the
+device with no per-example Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+
+@dataclass
+class ArrayDataset:
+    """Images as uint8 ``[N, C, H, W]``, labels as int64 ``[N]``, plus class names."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: list[str]
+    name: str
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.images, np.ndarray):
+            self.images = torch.from_numpy(np.ascontiguousarray(self.images))
+        if isinstance(self.labels, np.ndarray):
+            self.labels = torch.from_numpy(np.ascontiguousarray(self.labels))
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise ValueError(
+                f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
+                f"{tuple(self.images.shape)}"
+            )
+        self.labels = self.labels.to(torch.int64)
+        if self.labels.shape != (self.images.shape[0],):
+            raise ValueError(
+                f"{self.name}: {self.images.shape[0]} images but labels of shape "
+                f"{tuple(self.labels.shape)}"
+            )
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def in_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one image: what `models.build` needs."""
+        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def subset(self, indices: torch.Tensor | np.ndarray | list[int]) -> ArrayDataset:
+        """A new dataset of the given rows (a copy: later edits do not alias)."""
+        idx = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
+        return ArrayDataset(self.images[idx], self.labels[idx], list(self.classes), self.name,
+                            dict(self.meta))
+
+    def to(self, device: torch.device | str) -> ArrayDataset:
+        """The same dataset on ``device`` (moved once; batches are then sliced in place)."""
+        device = torch.device(device)
+        if self.images.device == device:
+            return self
+        return ArrayDataset(self.images.to(device), self.labels.to(device), list(self.classes),
+                            self.name, dict(self.meta))
+
+    def class_counts(self) -> torch.Tensor:
+        return torch.bincount(self.labels, minlength=self.num_classes)
