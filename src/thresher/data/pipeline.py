@@ -1,0 +1,121 @@
+"""Device batch pipeline: no DataLoader, no per-example Python.
+
+The dataset lives on the device as one uint8 tensor. Each batch is a slice picked by a shuffled
+index tensor; float conversion, augmentation and normalisation are a few tensor operations on
+that slice. Randomness comes from one generator seeded once, so a seed fixes every epoch's order
+and every augmentation draw.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
+
+import torch
+
+from thresher.data.augment import Policy, get_policy
+from thresher.data.dataset import ArrayDataset
+
+
+@dataclass(frozen=True)
+class Normalize:
+    """Per-channel standardisation with statistics of the training split."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    @classmethod
+    def from_dataset(cls, data: ArrayDataset, chunk: int = 8192) -> Normalize:
+        """Channel mean and std of pixels scaled to [0, 1], accumulated in float64 chunks."""
+        c = data.images.shape[1]
+        total = torch.zeros(c, dtype=torch.float64)
+        total_sq = torch.zeros(c, dtype=torch.float64)
+        for start in range(0, len(data), chunk):
+            x = data.images[start:start + chunk].to(torch.float64) / 255.0
+            total += x.sum(dim=(0, 2, 3)).cpu()
+            total_sq += x.square().sum(dim=(0, 2, 3)).cpu()
+        count = len(data) * data.images.shape[2] * data.images.shape[3]
+        mean = total / count
+        std = (total_sq / count - mean.square()).clamp_min(1e-12).sqrt()
+        return cls(tuple(mean.tolist()), tuple(std.tolist()))
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype)[None, :, None, None]
+        std = torch.tensor(self.std, device=x.device, dtype=x.dtype)[None, :, None, None]
+        return (x - mean) / std
+
+
+class Batch(NamedTuple):
+    x: torch.Tensor  # float [B, C, H, W], augmented and normalised
+    y: torch.Tensor  # int64 [B]
+    index: torch.Tensor  # int64 [B], rows of the dataset
+    weight: torch.Tensor | None  # float [B] per-example weights, when given
+
+
+def to_float(images: torch.Tensor, normalize: Normalize | None,
+             channels_last: bool = False) -> torch.Tensor:
+    """uint8 images -> normalised float batch (the un-augmented path used for evaluation)."""
+    x = images.float().div_(255.0)
+    if normalize is not None:
+        x = normalize(x)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+class BatchLoader:
+    """Iterate over an `ArrayDataset` in device batches.
+
+    Each ``iter()`` is one epoch: a fresh permutation (when ``shuffle``) and fresh augmentation
+    draws from the loader's generator, so epoch k is the same for the same seed.
+    """
+
+    def __init__(self, data: ArrayDataset, batch_size: int, *, shuffle: bool = False,
+                 augment: str | Policy = "none", normalize: Normalize | None = None,
+                 drop_last: bool = False, seed: int = 0, weights: torch.Tensor | None = None,
+                 channels_last: bool = False) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if len(data) == 0:
+            raise ValueError(f"dataset {data.name!r} is empty")
+        if weights is not None and weights.shape != (len(data),):
+            raise ValueError(f"weights of shape {tuple(weights.shape)} do not match "
+                             f"{len(data)} examples")
+        self.data = data
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.policy = get_policy(augment) if isinstance(augment, str) else augment
+        self.normalize = normalize
+        self.drop_last = drop_last and len(data) >= batch_size
+        self.weights = None if weights is None else weights.to(data.device, torch.float32)
+        self.channels_last = channels_last
+        self.generator = torch.Generator(device=data.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.data)
+        device = self.data.device
+        if self.shuffle:
+            order = torch.randperm(n, device=device, generator=self.generator)
+        else:
+            order = torch.arange(n, device=device)
+        for b in range(len(self)):
+            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
+            yield self._batch(idx)
+
+    def _batch(self, idx: torch.Tensor) -> Batch:
+        images = self.data.images[idx]
+        policy, gen = self.policy, self.generator
+        if policy.is_identity:
+            x = to_float(images, self.normalize, self.channels_last)
+        else:
+            x = policy.on_uint8(images, gen).float().div_(255.0)
+            x = policy.on_float(x, gen)
+            if self.normalize is not None:
+                x = self.normalize(x)
+            x = policy.on_normalized(x, gen)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        weight = None if self.weights is None else self.weights[idx]
+        return Batch(x, self.data.labels[idx], idx, weight)

@@ -1,0 +1,132 @@
+"""``thresher runs list|show|compare``: each returns the text the CLI prints."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from thresher.runs.report import format_table
+from thresher.runs.store import RunStore
+
+
+def runs_list(store: RunStore, study: str | None = None, status: str | None = None,
+              limit: int | None = 20, max_metrics: int = 4) -> str:
+    """Newest runs first, with the first few scalar metrics they report."""
+    records = store.list(study=study, status=status, limit=limit)
+    if not records:
+        filters = "".join(f" {k}={v}" for k, v in (("study", study), ("status", status)) if v)
+        return f"no runs{filters} in {store.root}"
+    metric_keys: list[str] = []
+    for record in records:
+        for key, value in _flatten(record.metrics).items():
+            if _is_number(value) and key not in metric_keys and len(metric_keys) < max_metrics:
+                metric_keys.append(key)
+    rows = []
+    for record in records:
+        metrics = _flatten(record.metrics)
+        rows.append({"id": record.id, "status": record.status, "started": _when(record.started),
+                     "duration": _duration(record.duration_s),
+                     **{key: metrics.get(key) for key in metric_keys}})
+    return format_table(rows)
+
+
+def runs_show(store: RunStore, ref: str) -> str:
+    """Everything about one run: where, outcome, provenance, config, metrics, versions."""
+    record = store.get(ref)
+    summary = record.summary()
+    header = {
+        "run": record.id,
+        "path": str(record.path),
+        "status": record.status,
+        "seed": record.seed,
+        "started": _when(record.started),
+        "finished": _when(record.finished),
+        "duration": _duration(record.duration_s),
+        "git commit": record.git_commit,
+    }
+    if record.error:
+        header["error"] = record.error
+    sections = [_block(None, header),
+                _block("config", _flatten(record.config)),
+                _block("metrics", _flatten(record.metrics))]
+    if summary is None:
+        sections.append("(no summary.json: the run is still going or died without finishing)")
+    elif summary.get("versions"):
+        sections.append(_block("versions", summary["versions"]))
+    return "\n\n".join(sections)
+
+
+def runs_compare(store: RunStore, refs: Sequence[str]) -> str:
+    """Runs side by side: the config keys that differ between them, then every metric."""
+    if not refs:
+        raise ValueError("runs compare needs at least one run reference")
+    records = [store.get(ref) for ref in refs]
+    configs = [_flatten(r.config) for r in records]
+    metrics = [_flatten(r.metrics) for r in records]
+    rows: list[list[Any]] = [["status", *(r.status for r in records)],
+                             ["seed", *(r.seed for r in records)]]
+    config_keys = list(dict.fromkeys(k for c in configs for k in c))
+    differing = [k for k in config_keys
+                 if len({json.dumps(c.get(k), sort_keys=True) for c in configs}) > 1]
+    rows += [[f"config.{k}", *(_short(c.get(k)) for c in configs)] for k in differing]
+    metric_keys = list(dict.fromkeys(k for m in metrics for k in m))
+    rows += [[k, *(_short(m.get(k)) for m in metrics)] for k in metric_keys]
+    table = format_table(rows, headers=["", *(r.id for r in records)], float_format=".6g")
+    if not differing and len(records) > 1:
+        table += "\n\n(configs are identical)"
+    return table
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> dotted keys, so configs and metrics line up row by row."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, Mapping) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _short(value: Any, width: int = 60) -> Any:
+    """Numbers and short strings as they are; long lists (e.g. curves) cut to ``width``."""
+    if value is None or _is_number(value) or isinstance(value, bool):
+        return value
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _block(title: str | None, items: Mapping[str, Any]) -> str:
+    indent = "" if title is None else "  "
+    width = max((len(k) for k in items), default=0)
+    lines = [] if title is None else [title]
+    for key, value in items.items():
+        shown = f"{value:.6g}" if isinstance(value, float) else _short(value, width=100)
+        lines.append(f"{indent}{key.ljust(width)}  {'-' if shown is None else shown}")
+    if not items:
+        lines.append(f"{indent}(none)")
+    return "\n".join(lines)
+
+
+def _when(iso: str | None) -> str:
+    """ISO timestamp -> "2024-05-01 12:30:05" (UTC), short enough for a table."""
+    if not iso:
+        return "-"
+    return iso.replace("T", " ").removesuffix("+00:00")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -1,0 +1,295 @@
+"""Model registry and the classifier seam: forward == head(embed), shapes, sizes, errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from thresher.models import (Classifier, ConvAutoencoder, WrappedClassifier, build, list_models,
+                             model_options, register_model)
+from thresher.models import registry
+
+# One appropriate input shape per registered model (the digits / MNIST / CIFAR sizes).
+SHAPES = {
+    "mlp": [(1, 8, 8), (1, 28, 28)],
+    "simple_cnn": [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 20, 12)],
+    "resnet20": [(3, 32, 32), (1, 28, 28), (3, 16, 16)],
+    "resnet32": [(3, 32, 32)],
+    "resnet44": [(3, 32, 32)],
+    "resnet56": [(3, 32, 32)],
+    "resnet110": [(3, 32, 32)],
+    "vgg11": [(3, 32, 32), (1, 64, 64)],
+    "vgg13": [(3, 32, 32)],
+    "vgg16": [(3, 32, 32)],
+    "vgg19": [(3, 32, 32)],
+    "conv_autoencoder": [(1, 8, 8), (1, 28, 28), (3, 32, 32)],
+}
+CASES = [(name, shape) for name, shapes in SHAPES.items() for shape in shapes]
+
+
+def n_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_every_registered_model_is_covered():
+    names = [info.name for info in list_models()]
+    assert names == list(SHAPES)
+    assert all(info.description for info in list_models())
+
+
+@pytest.mark.parametrize("name,shape", CASES)
+def test_seam_shapes_and_forward_equals_head_of_embed(name, shape):
+    torch.manual_seed(0)
+    model = build(name, 7, shape).eval()
+    x = torch.randn(3, *shape)
+    with torch.no_grad():
+        logits, feats = model(x), model.embed(x)
+    assert isinstance(model, Classifier)
+    assert isinstance(model.head, nn.Linear)
+    assert model.head.out_features == 7 == model.num_classes
+    assert logits.shape == (3, 7)
+    assert feats.shape == (3, model.head.in_features) == (3, model.embed_dim)
+    torch.testing.assert_close(logits, model.head(feats), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("name,dim", [("mlp", 128), ("simple_cnn", 128), ("resnet20", 64),
+                                      ("vgg16", 512), ("conv_autoencoder", 128)])
+def test_default_embedding_sizes(name, dim):
+    assert build(name, 10, (3, 32, 32)).embed_dim == dim
+
+
+def test_mlp_widths_and_dropout():
+    model = build("mlp", 10, (1, 28, 28), widths=(200, 200), dropout=0.2)
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 200), (200, 200),
+                                                                  (200, 10)]
+    assert any(isinstance(m, nn.Dropout) for m in model.modules())
+    assert build("mlp", 10, (1, 8, 8), widths=()).embed_dim == 64  # logistic regression
+
+
+def test_yaml_style_arguments_are_accepted():
+    model = build("mlp", np.int64(3), [1, 8, 8], widths=[32, 16])
+    assert model.embed_dim == 16 and model.num_classes == 3
+
+
+# Parameter counts -------------------------------------------------------------------------------
+
+# He et al. 2016, Table 6 (CIFAR-10, option A), in millions.
+PAPER_M = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85,
+           "resnet110": 1.7}
+# Exact counts of the widely used akamaster/pytorch_resnet_cifar10 implementation (option A)
+# and of kuangliu/pytorch-cifar's VGGs, for 10 classes: independent references.
+REFERENCE = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
+             "resnet56": 853_018, "resnet110": 1_727_962, "vgg11": 9_231_114,
+             "vgg13": 9_416_010, "vgg16": 14_728_266, "vgg19": 20_040_522}
+
+
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_parameter_counts_match_references(name):
+    count = n_params(build(name, 10, (3, 32, 32)))
+    assert count == REFERENCE[name]
+    if name in PAPER_M:  # and the paper's rounded figure, at the paper's precision
+        digits = len(str(PAPER_M[name]).split(".")[1])
+        assert round(count / 1e6, digits) == PAPER_M[name]
+
+
+def test_resnet20_is_about_027m_and_option_b_adds_projections():
+    a = n_params(build("resnet20", 10, (3, 32, 32)))
+    b = n_params(build("resnet20", 10, (3, 32, 32), shortcut="B"))
+    assert 260_000 <= a <= 280_000
+    # two 1x1 projections (16->32, 32->64) with their BatchNorms
+    assert b - a == 16 * 32 + 32 * 64 + 2 * (32 + 64)
+
+
+def test_resnet_convs_use_kaiming_init():
+    torch.manual_seed(0)
+    conv = build("resnet56", 10, (3, 32, 32)).blocks[-1].conv2  # 64 -> 64, fan_in 576
+    assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 576), rel=0.03)
+
+
+# Autoencoder ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (1, 8, 8), (3, 27, 20)])
+def test_autoencoder_round_trip_shape(shape):
+    model = build("conv_autoencoder", 10, shape, latent_dim=16).eval()
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        z = model.encode(x)
+        assert z.shape == (2, 16)
+        assert model.decode(z).shape == x.shape
+        torch.testing.assert_close(model.reconstruct(x), model.decode(z))
+        torch.testing.assert_close(model.embed(x), z)
+
+
+def test_autoencoder_output_space():
+    x = torch.randn(4, 1, 28, 28)
+    assert isinstance(build("conv_autoencoder", 10, (1, 28, 28)), ConvAutoencoder)
+    unbounded = build("conv_autoencoder", 10, (1, 28, 28)).reconstruct(x)
+    assert unbounded.min() < 0  # normalised space: not squashed
+    squashed = build("conv_autoencoder", 10, (1, 28, 28), sigmoid=True).reconstruct(x)
+    assert squashed.min() >= 0 and squashed.max() <= 1
+
+
+def test_autoencoder_learns_to_reconstruct():
+    torch.manual_seed(0)
+    model = build("conv_autoencoder", 10, (1, 8, 8), latent_dim=32)
+    x = torch.randn(16, 1, 8, 8)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        loss = (model.reconstruct(x) - x).pow(2).mean()
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.2 * first
+
+
+# Training sanity --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,shape", [("mlp", (1, 8, 8)), ("simple_cnn", (1, 8, 8)),
+                                        ("resnet20", (3, 16, 16)),
+                                        ("conv_autoencoder", (1, 8, 8))])
+def test_fits_random_labels(name, shape):
+    """Memorising 32 random labels needs gradients to reach every layer."""
+    torch.manual_seed(0)
+    model = build(name, 10, shape)
+    x, y = torch.randn(32, *shape), torch.randint(0, 10, (32,))
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    for _ in range(300):
+        loss = nn.functional.cross_entropy(model(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    with torch.no_grad():
+        assert (model(x).argmax(1) == y).float().mean().item() == 1.0
+
+
+@pytest.mark.parametrize("name,shape", [("resnet20", (3, 32, 32)), ("simple_cnn", (3, 32, 32)),
+                                        ("vgg11", (3, 32, 32)),
+                                        ("conv_autoencoder", (3, 32, 32))])
+def test_channels_last_matches_contiguous(name, shape):
+    torch.manual_seed(0)
+    model = build(name, 10, shape).eval()
+    x = torch.randn(4, *shape)
+    with torch.no_grad():
+        ref = model(x)
+        model = model.to(memory_format=torch.channels_last)
+        out = model(x.to(memory_format=torch.channels_last))
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-5)
+
+
+# Errors -----------------------------------------------------------------------------------------
+
+def test_unknown_model_lists_choices_and_suggests_closest():
+    with pytest.raises(ValueError) as err:
+        build("resnet_20", 10, (3, 32, 32))
+    msg = str(err.value)
+    assert "did you mean 'resnet20'" in msg
+    assert all(info.name in msg for info in list_models())
+
+
+def test_unknown_option_names_model_and_accepted_options():
+    with pytest.raises(ValueError, match=r"mlp: unknown option\(s\) 'width' \(did you mean "
+                                         r"'widths'\?\); accepted options: widths=\(128,\), "
+                                         r"dropout=0.0"):
+        build("mlp", 10, (1, 8, 8), width=(64,))
+    assert model_options("resnet20") == {"shortcut": "A"}
+
+
+@pytest.mark.parametrize("name,shape,needle", [
+    ("resnet20", (3, 8, 8), "at least 16x16, got 8x8"),
+    ("resnet20", (3, 32, 28), "square"),
+    ("resnet20", (32, 32, 3), "square"),  # HWC passed as CHW
+    ("vgg11", (3, 16, 16), "at least 32x32"),
+    ("vgg11", (3, 48, 48), "divisible by 32"),
+    ("vgg16", (3, 64, 32), "square"),
+    ("simple_cnn", (1, 7, 7), "too small for 3 conv/pool stages"),
+    ("simple_cnn", (1, 28, 4), "need at least 8x8"),
+    ("conv_autoencoder", (1, 4, 4), "too small for 3 stride-2 stages"),
+])
+def test_impossible_input_sizes(name, shape, needle):
+    with pytest.raises(ValueError, match=f"^{name}: .*{needle}"):
+        build(name, 10, shape)
+
+
+@pytest.mark.parametrize("name,options,needle", [
+    ("mlp", {"widths": (128, 0)}, "widths must be positive"),
+    ("mlp", {"widths": (-5,)}, "widths must be positive"),
+    ("mlp", {"widths": "128"}, "widths must be positive"),
+    ("mlp", {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
+    ("simple_cnn", {"channels": ()}, "channels must not be empty"),
+    ("simple_cnn", {"channels": (32, 64, 128, 256)}, "too small for 4"),  # 8x8 after 3 pools
+    ("simple_cnn", {"hidden": 0}, "hidden must be positive"),
+    ("resnet20", {"shortcut": "C"}, "shortcut must be one of"),
+    ("vgg11", {"hidden": -1}, "hidden must be a non-negative"),
+    ("vgg11", {"dropout": 0.5}, "set hidden > 0"),
+    ("conv_autoencoder", {"latent_dim": 0}, "latent_dim must be positive"),
+])
+def test_bad_options(name, options, needle):
+    shape = (1, 8, 8) if name in ("mlp", "simple_cnn") else (3, 32, 32)
+    with pytest.raises(ValueError, match=f"^{name}: .*{needle}"):
+        build(name, 10, shape, **options)
+
+
+@pytest.mark.parametrize("num_classes", [1, 0, True, 2.5])
+def test_bad_num_classes(num_classes):
+    with pytest.raises(ValueError, match="num_classes must be an integer >= 2"):
+        build("mlp", num_classes, (1, 8, 8))
+
+
+@pytest.mark.parametrize("in_shape", [(8, 8), (1, 0, 8), (1, 8, 8, 1)])
+def test_bad_in_shape(in_shape):
+    with pytest.raises(ValueError, match="in_shape"):
+        build("mlp", 10, in_shape)
+
+
+# Extension points -------------------------------------------------------------------------------
+
+def test_register_model_uses_builder_signature_for_options(monkeypatch):
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    @register_model("tiny", "a test model")
+    def tiny(num_classes, in_shape, *, hidden=4):
+        return build("mlp", num_classes, in_shape, widths=(hidden,))
+
+    assert ("tiny", "a test model") in list_models()
+    assert build("tiny", 3, (1, 2, 2), hidden=5).embed_dim == 5
+    with pytest.raises(ValueError, match="tiny: unknown option"):
+        build("tiny", 3, (1, 2, 2), widths=(5,))
+    with pytest.raises(ValueError, match="already registered"):
+        register_model("tiny", "again")(tiny)
+
+
+def test_wrapped_classifier_splits_off_the_last_linear():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Sequential(nn.Dropout(0.0), nn.Linear(8, 1000)))
+    model = WrappedClassifier(net, 5).eval()
+    x = torch.randn(2, 3, 16, 16)
+    assert model.head.in_features == 8 and model(x).shape == (2, 5)
+    torch.testing.assert_close(model(x), model.head(model.embed(x)))
+    assert not any(m.out_features == 1000 for m in model.modules() if isinstance(m, nn.Linear))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None,
+                    reason="torchvision is installed")
+def test_torchvision_backbone_without_torchvision_gives_install_hint():
+    with pytest.raises(ImportError, match=r"pip install thresher\[vision\]"):
+        build("torchvision:resnet18", 10, (3, 32, 32))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is None,
+                    reason="needs torchvision")
+def test_torchvision_backbone_satisfies_the_seam():
+    model = build("torchvision:resnet18", 10, (3, 32, 32)).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model.head(model.embed(x)))
+    assert model.embed_dim == 512 and model.num_classes == 10

@@ -1,0 +1,172 @@
+"""Training engine: fit, evaluate, predict, schedules."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thresher.data.dataset import ArrayDataset
+from thresher.data.pipeline import Normalize
+from thresher.train import (FitConfig, build_optimizer, build_schedule, evaluate, fit,
+                            last_layer_grad_embeddings, predict, set_seed)
+
+
+class TinyNet(nn.Module):
+    """Smallest model with the seam: embed() and a linear head."""
+
+    def __init__(self, d_in: int = 16, hidden: int = 12, classes: int = 3):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(d_in, hidden), nn.ReLU())
+        self.head = nn.Linear(hidden, classes)
+
+    def embed(self, x):
+        return self.body(x)
+
+    def forward(self, x):
+        return self.head(self.embed(x))
+
+
+def blobs(n: int = 300, seed: int = 0) -> ArrayDataset:
+    """Three classes whose images are bright in different quadrants: learnable, not trivial."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    images = torch.randint(0, 120, (n, 1, 4, 4), generator=g)
+    rows = torch.tensor([0, 0, 2])[labels]
+    cols = torch.tensor([0, 2, 0])[labels]
+    for dr in (0, 1):
+        for dc in (0, 1):
+            images[torch.arange(n), 0, rows + dr, cols + dc] += 120
+    return ArrayDataset(images.to(torch.uint8), labels, ["a", "b", "c"], "blobs")
+
+
+def quick(**kw) -> FitConfig:
+    base = dict(epochs=8, batch_size=32, lr=0.1, progress=False, weight_decay=0.0)
+    base.update(kw)
+    return FitConfig(**base)
+
+
+def test_fit_learns_and_evaluate_agrees_with_manual_accuracy():
+    set_seed(0)
+    train, test = blobs(300, 0), blobs(150, 1)
+    model = TinyNet()
+    result = fit(model, train, quick(), val=test, device=torch.device("cpu"))
+    scores = evaluate(model, test, normalize=result.normalize)
+    assert scores["accuracy"] >= 0.95
+    assert result.history[-1]["val_acc"] == scores["accuracy"]
+    out = predict(model, test, normalize=result.normalize)
+    assert (out.preds == test.labels).float().mean().item() == pytest.approx(scores["accuracy"])
+    assert out.losses.mean().item() == pytest.approx(scores["loss"], rel=1e-5)
+
+
+def test_fit_is_bit_reproducible_on_cpu_and_seed_matters():
+    def train(seed):
+        set_seed(seed)
+        model = TinyNet()
+        fit(model, blobs(), quick(epochs=2, augment="none"), seed=seed,
+            device=torch.device("cpu"))
+        return torch.cat([p.flatten() for p in model.parameters()])
+
+    assert torch.equal(train(1), train(1))
+    assert not torch.equal(train(1), train(2))
+
+
+def test_unit_weights_match_unweighted_training():
+    def train(weights):
+        set_seed(0)
+        model = TinyNet()
+        fit(model, blobs(), quick(epochs=2), weights=weights, device=torch.device("cpu"))
+        return torch.cat([p.flatten() for p in model.parameters()])
+
+    assert torch.allclose(train(None), train(torch.full((300,), 7.0)), atol=1e-5)
+
+
+def test_zero_weight_examples_do_not_move_the_model():
+    data = blobs(64)
+    set_seed(0)
+    model = TinyNet()
+    before = [p.detach().clone() for p in model.parameters()]
+    weights = torch.zeros(64)
+    weights[0] = 1.0  # only example 0 counts; with batch 64 each step sees it
+    fit(model, data, quick(epochs=1, batch_size=64, momentum=0.0), weights=weights,
+        device=torch.device("cpu"))
+    # same step computed by hand on example 0 alone
+    set_seed(0)
+    ref = TinyNet()
+    norm = Normalize.from_dataset(data)
+    x = norm(data.images[:1].float() / 255)
+    # weights rescale to mean 1 (w0 = 64), so the batch loss mean(w * l) is exactly l0
+    F.cross_entropy(ref(x), data.labels[:1]).backward()
+    with torch.no_grad():
+        for p, p0 in zip(ref.parameters(), before):
+            assert torch.equal(p, p0)
+            p -= 0.1 * p.grad  # cosine factor at step 0 is 1
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
+
+
+def test_bad_weights_and_early_stopping_without_validation_are_rejected():
+    with pytest.raises(ValueError, match="weights must be finite"):
+        fit(TinyNet(), blobs(30), quick(), weights=-torch.ones(30))
+    with pytest.raises(ValueError, match="early_stopping needs validation"):
+        fit(TinyNet(), blobs(30), quick(early_stopping=2))
+    with pytest.raises(ValueError, match="fit.optimizer 'sgdd'"):
+        quick(optimizer="sgdd").validate()
+    with pytest.raises(ValueError, match="fit.epochs must be positive"):
+        quick(epochs=0).validate()
+
+
+def test_early_stopping_restores_the_best_epoch():
+    set_seed(0)
+    model = TinyNet()
+    val = blobs(90, 5)
+    result = fit(model, blobs(), quick(epochs=30, lr=0.5, early_stopping=3), val=val,
+                 device=torch.device("cpu"))
+    best = max(row["val_acc"] for row in result.history)
+    assert len(result.history) <= 30
+    assert evaluate(model, val, normalize=result.normalize)["accuracy"] == best
+
+
+def test_closed_form_gradient_embedding_equals_autograd():
+    set_seed(0)
+    model = TinyNet()
+    data = blobs(6)
+    norm = Normalize.from_dataset(data)
+    out = predict(model, data, normalize=norm, grad_embed=True)
+    x = norm(data.images.float() / 255)
+    for i in range(6):
+        model.zero_grad()
+        F.cross_entropy(model(x[i:i + 1]), data.labels[i:i + 1]).backward()
+        assert torch.allclose(out.grad_embeddings[i], model.head.weight.grad.flatten(),
+                              atol=1e-6)
+
+
+def test_predict_without_labels_never_reads_them():
+    set_seed(0)
+    model = TinyNet()
+    data = blobs(20)
+    norm = Normalize.from_dataset(data)
+    hidden = ArrayDataset(data.images, torch.full((20,), -1), data.classes, "pool")
+    with_labels = predict(model, data, normalize=norm)
+    blind = predict(model, hidden, normalize=norm, use_labels=False, grad_embed=True)
+    assert blind.labels is None and blind.losses is None
+    assert torch.equal(blind.probs, with_labels.probs)
+    assert torch.equal(blind.embeddings, with_labels.embeddings)
+    expected = last_layer_grad_embeddings(blind.probs, blind.embeddings, blind.preds)
+    assert torch.equal(blind.grad_embeddings, expected)
+
+
+def test_schedules_follow_their_formulas():
+    opt = build_optimizer("sgd", [nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = build_schedule("cosine", opt, total_steps=10, warmup_steps=2)
+    lrs = []
+    for _ in range(10):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.5) and lrs[1] == pytest.approx(1.0)
+    assert lrs[2] == pytest.approx(1.0)
+    assert lrs[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
+    with pytest.raises(ValueError, match="unknown schedule 'cosin'.*did you mean 'cosine'"):
+        build_schedule("cosin", opt, 10)
