@@ -82,7 +82,8 @@ def check_square(in_shape: tuple[int, int, int], min_size: int, multiple: int = 
     """
     _, h, w = in_shape
     if h != w:
-        raise ValueError(f"needs square inputs, got in_shape {tuple(in_shape)} (expected (C, H, W))")
+        raise ValueError(f"needs square inputs, got in_shape {tuple(in_shape)} "
+                         "(expected (C, H, W))")
     if h < min_size or h % multiple:
         need = f"of at least {min_size}x{min_size}"
         if multiple > 1:

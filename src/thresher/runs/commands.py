@@ -98,6 +98,8 @@ def _short(value: Any, width: int = 60) -> Any:
     if value is None or _is_number(value) or isinstance(value, bool):
         return value
     text = value if isinstance(value, str) else json.dumps(value)
+    if "\n" in text:  # e.g. a rendered table stored with the metrics
+        text = f"{text.splitlines()[0]} ... ({len(text.splitlines())} lines)"
     return text if len(text) <= width else text[: width - 3] + "..."
 
 

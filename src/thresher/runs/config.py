@@ -155,7 +155,7 @@ def _allows_none(hint: Any) -> bool:
 
 
 def _wants_text(hint: Any) -> bool:
-    if hint is str or isinstance(hint, type) and issubclass(hint, (Path, enum.Enum)):
+    if hint is str or (isinstance(hint, type) and issubclass(hint, Path)):
         return True
     if typing.get_origin(hint) is Literal:
         return all(isinstance(c, str) for c in typing.get_args(hint))
@@ -207,6 +207,8 @@ def coerce(value: Any, hint: Any, key: str = "value") -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
+        if isinstance(value, int) and value in (0, 1):
+            return bool(value)
         if isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
             return _BOOL_WORDS[value.strip().lower()]
         raise _type_error(key, value, hint)
@@ -322,7 +324,8 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
         raise ConfigError(f"{name} must be {bound}, got {value!r}")
 
 
-def check_range(name: str, value: float, low: float | None = None, high: float | None = None) -> None:
+def check_range(name: str, value: float, low: float | None = None,
+                high: float | None = None) -> None:
     """``low <= value <= high``; either bound may be None for an open side."""
     if value is None or (low is not None and value < low) or (high is not None and value > high):
         lo = "-inf" if low is None else low
@@ -373,6 +376,16 @@ def config_to_dict(cfg: Any) -> dict:
     return plain
 
 
+class _Dumper(yaml.SafeDumper):
+    """Sections as blocks, lists inline (``hidden: [128, 64]``): short and easy to edit."""
+
+
+_Dumper.add_representer(
+    list, lambda dumper, data: dumper.represent_sequence("tag:yaml.org,2002:seq", data,
+                                                         flow_style=True))
+
+
 def dump_yaml(cfg: Any) -> str:
     """The config as YAML that ``load_config`` reads back to an equal config."""
-    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False, default_flow_style=None)
+    return yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False,
+                     default_flow_style=False, allow_unicode=True)

@@ -101,7 +101,8 @@ def comparison_table(results: Mapping[str, Sequence[float]], metric_name: str = 
     rows = []
     for method, values in results.items():
         summary = summarize(values)
-        row: dict[str, Any] = {"method": method, value_column: format_mean_ci(summary, digits, scale),
+        row: dict[str, Any] = {"method": method,
+                               value_column: format_mean_ci(summary, digits, scale),
                                "n": summary.n}
         if baseline is not None:
             row.update(_versus(method, values, baseline, results[baseline], digits, scale))

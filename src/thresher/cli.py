@@ -1,0 +1,141 @@
+"""The `thresher` command: one sub-command per study plus datasets, models and runs.
+
+Every study command takes the same ``--config FILE`` and ``--set key=value`` as its shortcut
+flags; precedence is defaults <- YAML <- shortcut flags <- ``--set``, and the merged config is
+validated before any data is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from thresher.runs.config import ConfigError, dump_yaml, load_config
+from thresher.runs.store import RunLookupError, RunStore
+from thresher.studies import Study, load_builtin
+
+COMMON_FLAGS = (
+    ("--seed", "seed", "random seed (fixes data order, initialisation and augmentation)"),
+    ("--device", "device", "auto, cpu, cuda, cuda:N or mps (auto: cuda > mps > cpu)"),
+    ("--data-dir", "data_dir", "data folder (default: $THRESHER_DATA, else ./data)"),
+)
+
+
+def _add_study(sub: argparse._SubParsersAction, study: Study) -> None:
+    p = sub.add_parser(study.name, help=study.help, description=study.help)
+    p.add_argument("--config", help="YAML file of config values")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config value (repeatable), e.g. --set fit.lr=0.1")
+    p.add_argument("--name", help="run name (default: timestamp + random suffix)")
+    p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the merged config as YAML and exit")
+    shortcuts = [(f.flag, f.key, f.help, f.nargs) for f in study.flags]
+    shortcuts += [(flag, key, text, None) for flag, key, text in COMMON_FLAGS]
+    for flag, key, text, nargs in shortcuts:
+        p.add_argument(flag, dest=f"key:{key}", help=f"{text} [{key}]", nargs=nargs)
+    p.set_defaults(handler=lambda args: _run_study(study, args))
+
+
+def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
+    out = []
+    for dest, value in vars(args).items():
+        if dest.startswith("key:") and value is not None:
+            text = "[" + ", ".join(value) + "]" if isinstance(value, list) else value
+            out.append(f"{dest[4:]}={text}")
+    return out
+
+
+def _run_study(study: Study, args: argparse.Namespace) -> int:
+    cfg = load_config(study.config, args.config, _shortcut_overrides(args) + args.overrides)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
+    store = RunStore(args.runs_dir)
+    with store.start(study.name, cfg, name=args.name, seed=getattr(cfg, "seed", None)) as run:
+        run.metrics = study.run(cfg, run)
+    table = run.metrics.get("table")
+    if table:
+        print(table)
+    print(f"run {run.id}: {run.dir}")
+    return 0
+
+
+def _datasets(args: argparse.Namespace) -> int:
+    from thresher.data import list_datasets
+    from thresher.runs.report import format_table
+
+    rows = [{"name": d.name, "classes": d.num_classes, "shape": "x".join(map(str, d.shape)),
+             "present": "yes" if d.available else "no", "cached": "yes" if d.cached else "no",
+             "location": d.location, "description": d.description}
+            for d in list_datasets(args.data_dir)]
+    print(format_table(rows))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from thresher.models import list_models
+    from thresher.runs.report import format_table
+
+    print(format_table([{"name": m.name, "description": m.description} for m in list_models()]))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from thresher.runs.commands import runs_compare, runs_list, runs_show
+
+    store = RunStore(args.runs_dir)
+    if args.action == "list":
+        print(runs_list(store, study=args.study, status=args.status, limit=args.limit))
+    elif args.action == "show":
+        print(runs_show(store, args.refs[0]))
+    else:
+        print(runs_compare(store, args.refs))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="thresher", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("datasets", help="list datasets, where their files are, cache state")
+    p.add_argument("--data-dir", help="data folder (default: $THRESHER_DATA, else ./data)")
+    p.set_defaults(handler=_datasets)
+    sub.add_parser("models", help="list models").set_defaults(handler=_models)
+
+    p = sub.add_parser("runs", help="inspect the results store")
+    p.add_argument("action", choices=("list", "show", "compare"))
+    p.add_argument("refs", nargs="*", help="run ids (study/name), names or run directories")
+    p.add_argument("--study", help="only runs of this study (list)")
+    p.add_argument("--status", help="only runs with this status (list)")
+    p.add_argument("--limit", type=int, default=20, help="at most this many rows (list)")
+    p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
+    p.set_defaults(handler=_runs)
+
+    for study in load_builtin().values():
+        _add_study(sub, study)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "runs" and args.action in ("show", "compare") and not args.refs:
+        parser.error(f"runs {args.action} needs at least one run reference")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except (ConfigError, RunLookupError, ValueError, FileNotFoundError) as e:
+        print(f"thresher: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("thresher: interrupted (the run is recorded as interrupted)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

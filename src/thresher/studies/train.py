@@ -1,0 +1,97 @@
+"""`thresher train`: plain supervised training, the baseline every study compares against.
+
+Trains one model per seed on the full training split and reports test accuracy as mean ± 95%
+CI over seeds, with one checkpoint per seed (what `thresher robustness --run` evaluates).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from thresher.data import load_splits
+from thresher.data.pipeline import Normalize
+from thresher.models import build
+from thresher.runs.config import check_positive
+from thresher.runs.report import comparison_table
+from thresher.runs.store import Run
+from thresher.studies import Flag, Study, register_study
+from thresher.train import FitConfig, choose_device, evaluate, fit, set_seed
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = "digits"
+    model: str = "mlp"
+    model_options: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    runs: int = 1  # seeds seed, seed+1, ...; the table reports mean ± 95% CI over them
+    fit: FitConfig = field(default_factory=FitConfig)
+
+    def validate(self) -> None:
+        check_positive("runs", self.runs)
+
+
+def run(cfg: TrainConfig, run: Run) -> dict:
+    device = choose_device(cfg.device)
+    run.device = str(device)
+    train, test = load_splits(cfg.dataset, data_dir=cfg.data_dir)
+    # build once before any training so an impossible model/input pairing fails at once
+    build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
+    train, test = train.to(device), test.to(device)
+    normalize = Normalize.from_dataset(train)
+    per_seed = []
+    for seed in range(cfg.seed, cfg.seed + cfg.runs):
+        set_seed(seed)
+        model = build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
+        started = time.perf_counter()
+        result = fit(model, train, cfg.fit, val=test, normalize=normalize, device=device,
+                     seed=seed)
+        seconds = time.perf_counter() - started
+        scores = evaluate(model, test, normalize=normalize)
+        per_seed.append({"seed": seed, "test_acc": scores["accuracy"],
+                         "test_loss": scores["loss"], "train_seconds": seconds,
+                         "images_per_s": len(train) * len(result.history) / result.seconds,
+                         "history": result.history})
+        run.save_torch(f"model-seed{seed}.pt", {
+            "model": cfg.model, "model_options": cfg.model_options,
+            "num_classes": train.num_classes, "in_shape": train.in_shape,
+            "classes": train.classes, "dataset": cfg.dataset,
+            "normalize": {"mean": normalize.mean, "std": normalize.std},
+            "state_dict": model.state_dict(),
+        })
+    run.save_json("per_seed.json", per_seed)
+    table = comparison_table({f"{cfg.model} on {cfg.dataset}": [r["test_acc"] for r in per_seed]},
+                             metric_name="test accuracy (%)", scale=100)
+    run.save_text("results.txt", table + "\n")
+    accs = [r["test_acc"] for r in per_seed]
+    return {
+        "test_acc": sum(accs) / len(accs),
+        "test_acc_per_seed": accs,
+        "test_loss": sum(r["test_loss"] for r in per_seed) / len(per_seed),
+        "train_seconds": sum(r["train_seconds"] for r in per_seed) / len(per_seed),
+        "images_per_s": sum(r["images_per_s"] for r in per_seed) / len(per_seed),
+        "train_size": len(train), "test_size": len(test),
+        "table": table,
+    }
+
+
+register_study(Study(
+    name="train",
+    help="plain supervised training: the baseline every study compares against",
+    config=TrainConfig,
+    run=run,
+    flags=(
+        Flag("--dataset", "dataset", "dataset name (see `thresher datasets`)"),
+        Flag("--model", "model", "model name (see `thresher models`)"),
+        Flag("--epochs", "fit.epochs", "training epochs"),
+        Flag("--batch-size", "fit.batch_size", "batch size"),
+        Flag("--lr", "fit.lr", "peak learning rate"),
+        Flag("--optimizer", "fit.optimizer", "sgd, adam or adamw"),
+        Flag("--augment", "fit.augment", "augmentation policy: none, standard, strong, cutout"),
+        Flag("--runs", "runs", "number of seeds (mean ± 95%% CI over them)"),
+    ),
+))
