@@ -12,6 +12,7 @@ import logging
 import sys
 from typing import Sequence
 
+from thresher.data import DataError
 from thresher.runs.config import ConfigError, dump_yaml, load_config
 from thresher.runs.store import RunLookupError, RunStore
 from thresher.studies import Study, load_builtin
@@ -67,7 +68,7 @@ def _datasets(args: argparse.Namespace) -> int:
     from thresher.data import list_datasets
     from thresher.runs.report import format_table
 
-    rows = [{"name": d.name, "classes": d.num_classes, "shape": "x".join(map(str, d.shape)),
+    rows = [{"name": d.name, "classes": d.num_classes, "shape": "x".join(map(str, d.shape)) if d.shape else "-",
              "present": "yes" if d.available else "no", "cached": "yes" if d.cached else "no",
              "location": d.location, "description": d.description}
             for d in list_datasets(args.data_dir)]
@@ -99,6 +100,7 @@ def _runs(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thresher", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log only warnings")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("datasets", help="list datasets, where their files are, cache state")
@@ -125,11 +127,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "runs" and args.action in ("show", "compare") and not args.refs:
         parser.error(f"runs {args.action} needs at least one run reference")
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(message)s")
+    logging.getLogger("thresher").setLevel(logging.WARNING if args.quiet else
+                                           logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.handler(args)
-    except (ConfigError, RunLookupError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, DataError, RunLookupError, ValueError, FileNotFoundError) as e:
         print(f"thresher: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -8,6 +8,8 @@ so it costs a few percent over a bare hand-written loop (see benchmarks/train_st
 from __future__ import annotations
 
 import copy
+import logging
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from thresher.train.device import choose_device
 from thresher.train.optimizers import build_optimizer, build_schedule
 
 Switch = Literal["auto", "on", "off"]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -132,8 +135,8 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
     result = FitResult(normalize=normalize)
     best_acc, best_state, stale = -1.0, None, 0
     start = time.perf_counter()
-    bar = tqdm(total=steps, disable=not cfg.progress, unit="batch", leave=False,
-               desc=f"fit {type(model).__name__}")
+    bar = tqdm(total=steps, disable=not cfg.progress or not sys.stderr.isatty(), unit="batch",
+               leave=False, desc=f"fit {type(model).__name__}")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         loss_sum = torch.zeros((), device=device)
@@ -171,7 +174,11 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
             else:
                 stale += 1
         result.history.append(row)
-        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k != "epoch"})
+        shown = {k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_acc")}
+        bar.set_postfix(shown)
+        if cfg.progress:
+            log.info("epoch %d/%d %s", epoch, cfg.epochs,
+                     " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
         if on_epoch is not None:
             on_epoch(row)
         if cfg.early_stopping and stale >= cfg.early_stopping:
