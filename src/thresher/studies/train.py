@@ -10,19 +10,20 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from thresher.data import load_splits
 from thresher.data.pipeline import Normalize
 from thresher.models import build
 from thresher.runs.config import check_positive
 from thresher.runs.report import comparison_table
 from thresher.runs.store import Run
 from thresher.studies import Flag, Study, register_study
+from thresher.studies.common import check_dataset_and_model, load_data
 from thresher.train import FitConfig, choose_device, evaluate, fit, set_seed
 
 
 @dataclass
 class TrainConfig:
     dataset: str = "digits"
+    dataset_options: dict[str, Any] = field(default_factory=dict)
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
     data_dir: str | None = None
@@ -33,15 +34,14 @@ class TrainConfig:
 
     def validate(self) -> None:
         check_positive("runs", self.runs)
+        check_dataset_and_model(self.dataset, self.model, self.model_options,
+                                self.dataset_options)
 
 
 def run(cfg: TrainConfig, run: Run) -> dict:
     device = choose_device(cfg.device)
     run.device = str(device)
-    train, test = load_splits(cfg.dataset, data_dir=cfg.data_dir)
-    # build once before any training so an impossible model/input pairing fails at once
-    build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
-    train, test = train.to(device), test.to(device)
+    train, test = load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options)
     normalize = Normalize.from_dataset(train)
     per_seed = []
     for seed in range(cfg.seed, cfg.seed + cfg.runs):

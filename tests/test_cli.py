@@ -1,0 +1,78 @@
+"""The `thresher` command end to end on the offline digits data."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from thresher.cli import main
+from thresher.runs.config import dump_yaml
+from thresher.runs.store import RunStore
+from thresher.studies.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def train(tmp_path, *extra: str) -> int:
+    return main(["-q", "train", "--runs-dir", str(tmp_path), "--epochs", "4", *extra])
+
+
+def test_train_writes_a_complete_run_and_a_store_row(tmp_path, capsys):
+    assert train(tmp_path, "--name", "one", "--runs", "2") == 0
+    out = capsys.readouterr().out
+    assert "mlp on digits" in out and "± " in out
+    run_dir = tmp_path / "train" / "one"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["study"] == "train"
+    assert summary["config"]["fit"]["epochs"] == 4 and summary["seed"] == 0
+    assert {"torch", "numpy", "python"} <= set(summary["versions"])
+    accs = summary["metrics"]["test_acc_per_seed"]
+    assert len(accs) == 2 and min(accs) > 0.8
+    assert (run_dir / "model-seed0.pt").exists() and (run_dir / "model-seed1.pt").exists()
+    assert (run_dir / "config.yaml").exists() and (run_dir / "results.txt").exists()
+    record = RunStore(tmp_path).get("train/one")
+    assert record.status == "completed"
+    assert record.metrics["test_acc"] == pytest.approx(sum(accs) / 2)
+
+
+def test_same_seed_same_result_other_seed_other_result(tmp_path):
+    for name, seed in (("a", "3"), ("b", "3"), ("c", "4")):
+        assert train(tmp_path, "--name", name, "--seed", seed) == 0
+    loss = {n: json.loads((tmp_path / "train" / n / "per_seed.json").read_text())[0]
+            ["history"][-1]["train_loss"] for n in "abc"}
+    assert loss["a"] == loss["b"] != loss["c"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "fit.lrr=0.1"], "unknown config key 'fit.lrr'; did you mean 'fit.lr'?"),
+    (["--dataset", "digitz"], "Did you mean 'digits'"),
+    (["--model", "resnet20"], "needs inputs of at least 16x16"),
+    (["--augment", "fancy"], "none, standard, strong, cutout"),
+    (["--epochs", "-1"], "fit.epochs must be positive"),
+])
+def test_bad_input_fails_before_any_run_is_created(tmp_path, capsys, args, message):
+    assert main(["train", "--runs-dir", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "train").exists()
+
+
+def test_a_run_that_fails_midway_is_recorded_as_failed(tmp_path, capsys):
+    code = main(["train", "--runs-dir", str(tmp_path), "--name", "broken", "--dataset",
+                 "imagefolder", "--set", f"dataset_options={{root: {tmp_path / 'nothing'}}}"])
+    assert code == 2
+    summary = json.loads((tmp_path / "train" / "broken" / "summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"]
+    assert RunStore(tmp_path).get("broken").status == "failed"
+
+
+def test_runs_list_and_show(tmp_path, capsys):
+    assert train(tmp_path, "--name", "listed") == 0
+    capsys.readouterr()
+    assert main(["runs", "list", "--runs-dir", str(tmp_path)]) == 0
+    assert "train/listed" in capsys.readouterr().out
+    assert main(["runs", "show", "listed", "--runs-dir", str(tmp_path)]) == 0
+    assert "test_acc" in capsys.readouterr().out
+
+
+def test_default_yaml_matches_the_dataclass_defaults():
+    assert (ROOT / "configs" / "train" / "default.yaml").read_text() == dump_yaml(TrainConfig())
