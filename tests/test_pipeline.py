@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from thresher.data.augment import (POLICIES, color_jitter, cutout, get_policy, random_crop,
-                                   random_flip, random_rotation)
+                                   random_rotation)
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import BatchLoader, Normalize
 
@@ -70,6 +70,20 @@ def test_random_crop_is_a_shifted_window_of_the_zero_padded_image():
         assert any(torch.equal(out[i], w) for w in windows)
 
 
+def test_crop_with_flip_is_a_mirrored_or_plain_window():
+    x = torch.arange(300 * 2 * 5 * 5, dtype=torch.int64).reshape(300, 2, 5, 5).to(torch.uint8)
+    out = random_crop(x, 1, torch.Generator().manual_seed(2), flip=True)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    mirrored = 0
+    for i in range(300):
+        windows = [padded[i, :, dy:dy + 5, dx:dx + 5] for dy in range(3) for dx in range(3)]
+        plain = any(torch.equal(out[i], w) for w in windows)
+        flipped = any(torch.equal(out[i], w.flip(-1)) for w in windows)
+        assert plain or flipped
+        mirrored += flipped and not plain
+    assert 100 < mirrored < 200
+
+
 def test_crop_offsets_cover_all_shifts():
     x = torch.ones(4000, 1, 8, 8, dtype=torch.uint8)
     out = random_crop(x, 1, torch.Generator().manual_seed(0))
@@ -82,7 +96,7 @@ def test_crop_offsets_cover_all_shifts():
 
 def test_flip_mirrors_about_half():
     x = torch.arange(4, dtype=torch.uint8).reshape(1, 1, 1, 4).repeat(1000, 1, 1, 1)
-    out = random_flip(x, torch.Generator().manual_seed(1))
+    out = random_crop(x, 0, torch.Generator().manual_seed(1), flip=True)
     flipped = (out[:, 0, 0, 0] == 3)
     assert torch.equal(out[flipped], x[flipped].flip(-1))
     assert torch.equal(out[~flipped], x[~flipped])

@@ -9,6 +9,7 @@ and every augmentation draw.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator, NamedTuple
 
 import torch
@@ -40,9 +41,21 @@ class Normalize:
         return cls(tuple(mean.tolist()), tuple(std.tolist()))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Standardise float images in [0, 1]."""
         mean = torch.tensor(self.mean, device=x.device, dtype=x.dtype)[None, :, None, None]
         std = torch.tensor(self.std, device=x.device, dtype=x.dtype)[None, :, None, None]
         return (x - mean) / std
+
+    @cached_property
+    def _affine(self) -> tuple[torch.Tensor, torch.Tensor]:
+        std = torch.tensor(self.std)[None, :, None, None]
+        mean = torch.tensor(self.mean)[None, :, None, None]
+        return -mean / std, 1.0 / (255.0 * std)
+
+    def from_uint8(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 pixels -> standardised float32 in one fused multiply-add (no [0, 1] copy)."""
+        shift, scale = (t.to(images.device) for t in self._affine)
+        return torch.addcmul(shift, images, scale)
 
 
 class Batch(NamedTuple):
@@ -55,9 +68,7 @@ class Batch(NamedTuple):
 def to_float(images: torch.Tensor, normalize: Normalize | None,
              channels_last: bool = False) -> torch.Tensor:
     """uint8 images -> normalised float batch (the un-augmented path used for evaluation)."""
-    x = images.float().div_(255.0)
-    if normalize is not None:
-        x = normalize(x)
+    x = images.float().div_(255.0) if normalize is None else normalize.from_uint8(images)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
@@ -105,17 +116,16 @@ class BatchLoader:
             yield self._batch(idx)
 
     def _batch(self, idx: torch.Tensor) -> Batch:
-        images = self.data.images[idx]
+        images = self.data.images.index_select(0, idx)
         policy, gen = self.policy, self.generator
-        if policy.is_identity:
-            x = to_float(images, self.normalize, self.channels_last)
+        images = policy.on_uint8(images, gen)
+        if policy.has_float_steps:
+            x = policy.on_float(images.float().div_(255.0), gen)
+            x = x if self.normalize is None else self.normalize(x)
         else:
-            x = policy.on_uint8(images, gen).float().div_(255.0)
-            x = policy.on_float(x, gen)
-            if self.normalize is not None:
-                x = self.normalize(x)
-            x = policy.on_normalized(x, gen)
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            x = to_float(images, self.normalize)
+        x = policy.on_normalized(x, gen)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         weight = None if self.weights is None else self.weights[idx]
         return Batch(x, self.data.labels[idx], idx, weight)
