@@ -76,3 +76,17 @@ def test_runs_list_and_show(tmp_path, capsys):
 
 def test_default_yaml_matches_the_dataclass_defaults():
     assert (ROOT / "configs" / "train" / "default.yaml").read_text() == dump_yaml(TrainConfig())
+
+
+@pytest.mark.data
+def test_mlp_on_real_mnist_reaches_97_percent_in_two_epochs(tmp_path, capsys):
+    from thresher.data import DataError, load
+
+    try:
+        load("mnist", "test", download=False)
+    except DataError:
+        pytest.skip("MNIST files not found under THRESHER_DATA")
+    assert main(["-q", "train", "--runs-dir", str(tmp_path), "--name", "mnist", "--dataset",
+                 "mnist", "--model", "mlp", "--epochs", "2"]) == 0
+    summary = json.loads((tmp_path / "train" / "mnist" / "summary.json").read_text())
+    assert summary["metrics"]["test_acc"] >= 0.97
