@@ -15,7 +15,7 @@ from typing import Sequence
 from thresher.data import DataError
 from thresher.runs.config import ConfigError, dump_yaml, load_config
 from thresher.runs.store import RunLookupError, RunStore
-from thresher.studies import Study, load_builtin
+from thresher.studies import Command, Study, load_builtin
 
 COMMON_FLAGS = (
     ("--seed", "seed", "random seed (fixes data order, initialisation and augmentation)"),
@@ -38,6 +38,17 @@ def _add_study(sub: argparse._SubParsersAction, study: Study) -> None:
     for flag, key, text, nargs in shortcuts:
         p.add_argument(flag, dest=f"key:{key}", help=f"{text} [{key}]", nargs=nargs)
     p.set_defaults(handler=lambda args: _run_study(study, args))
+    if study.commands:
+        actions = p.add_subparsers(dest="action", metavar="ACTION",
+                                   help="optional: " + ", ".join(c.name for c in study.commands))
+        for command in study.commands:
+            _add_command(actions, command)
+
+
+def _add_command(sub: argparse._SubParsersAction, command: Command) -> None:
+    p = sub.add_parser(command.name, help=command.help, description=command.help)
+    command.add_arguments(p)
+    p.set_defaults(command_handler=command.handler)
 
 
 def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
@@ -117,8 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.set_defaults(handler=_runs)
 
-    for study in load_builtin().values():
+    studies, commands = load_builtin()
+    for study in studies.values():
         _add_study(sub, study)
+    for command in commands.values():
+        _add_command(sub, command)
     return parser
 
 
@@ -131,8 +145,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(message)s")
     logging.getLogger("thresher").setLevel(logging.WARNING if args.quiet else
                                            logging.DEBUG if args.verbose else logging.INFO)
+    handler = getattr(args, "command_handler", None) or args.handler
     try:
-        return args.handler(args)
+        return handler(args)
     except (ConfigError, DataError, RunLookupError, ValueError, FileNotFoundError) as e:
         print(f"thresher: error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,8 @@ sub-command with ``--config``/``--set`` plus the study's own shortcut flags.
 
 from __future__ import annotations
 
+import argparse
+import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -23,15 +25,31 @@ class Flag:
 
 
 @dataclass(frozen=True)
+class Command:
+    """A plain CLI command (``thresher corrupt``) or a study's own action
+    (``thresher continual compare``): arguments plus a handler returning an exit code."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     help: str
     config: type
     run: Callable[[Any, Run], dict]
     flags: tuple[Flag, ...] = field(default_factory=tuple)
+    commands: tuple[Command, ...] = field(default_factory=tuple)  # thresher <study> <command>
 
 
 STUDIES: dict[str, Study] = {}
+COMMANDS: dict[str, Command] = {}
+
+# Modules under thresher.studies that register studies or commands when imported.
+BUILTIN = ("train",)
 
 
 def register_study(study: Study) -> Study:
@@ -39,8 +57,13 @@ def register_study(study: Study) -> Study:
     return study
 
 
-def load_builtin() -> dict[str, Study]:
-    """Import the built-in studies (each registers itself) and return the registry."""
-    from thresher.studies import train  # noqa: F401
+def register_command(command: Command) -> Command:
+    COMMANDS[command.name] = command
+    return command
 
-    return STUDIES
+
+def load_builtin() -> tuple[dict[str, Study], dict[str, Command]]:
+    """Import the built-in study modules (each registers itself) and return the registries."""
+    for module in BUILTIN:
+        importlib.import_module(f"thresher.studies.{module}")
+    return STUDIES, COMMANDS
