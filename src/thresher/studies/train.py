@@ -6,6 +6,7 @@ CI over seeds, with one checkpoint per seed (what `thresher robustness --run` ev
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,13 @@ from thresher.runs.store import Run
 from thresher.studies import Flag, Study, register_study
 from thresher.studies.common import check_dataset_and_model, load_data
 from thresher.train import FitConfig, choose_device, evaluate, fit, set_seed
+
+log = logging.getLogger("thresher.train")
+
+
+def _log_epoch(row: dict) -> None:
+    log.info("epoch %d %s", row["epoch"],
+             " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
 
 
 @dataclass
@@ -49,7 +57,7 @@ def run(cfg: TrainConfig, run: Run) -> dict:
         model = build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
         started = time.perf_counter()
         result = fit(model, train, cfg.fit, val=test, normalize=normalize, device=device,
-                     seed=seed)
+                     seed=seed, on_epoch=_log_epoch)
         seconds = time.perf_counter() - started
         scores = evaluate(model, test, normalize=normalize)
         per_seed.append({"seed": seed, "test_acc": scores["accuracy"],

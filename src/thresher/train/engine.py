@@ -176,9 +176,8 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         result.history.append(row)
         shown = {k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_acc")}
         bar.set_postfix(shown)
-        if cfg.progress:
-            log.info("epoch %d/%d %s", epoch, cfg.epochs,
-                     " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
+        log.debug("epoch %d/%d %s", epoch, cfg.epochs,
+                  " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
         if on_epoch is not None:
             on_epoch(row)
         if cfg.early_stopping and stale >= cfg.early_stopping:
