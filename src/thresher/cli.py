@@ -33,10 +33,15 @@ def _add_study(sub: argparse._SubParsersAction, study: Study) -> None:
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.add_argument("--print-config", action="store_true",
                    help="print the merged config as YAML and exit")
-    shortcuts = [(f.flag, f.key, f.help, f.nargs) for f in study.flags]
-    shortcuts += [(flag, key, text, None) for flag, key, text in COMMON_FLAGS]
-    for flag, key, text, nargs in shortcuts:
-        p.add_argument(flag, dest=f"key:{key}", help=f"{text} [{key}]", nargs=nargs)
+    for f in study.flags:
+        if f.switch:
+            p.add_argument(f.flag, dest=f"key:{f.key}", action="store_const", const="true",
+                           help=f"{f.help} [{f.key}]")
+        else:
+            p.add_argument(f.flag, dest=f"key:{f.key}", help=f"{f.help} [{f.key}]",
+                           nargs=f.nargs)
+    for flag, key, text in COMMON_FLAGS:
+        p.add_argument(flag, dest=f"key:{key}", help=f"{text} [{key}]")
     p.set_defaults(handler=lambda args: _run_study(study, args))
     if study.commands:
         actions = p.add_subparsers(dest="action", metavar="ACTION",

@@ -22,6 +22,7 @@ class Flag:
     key: str
     help: str
     nargs: str | None = None
+    switch: bool = False  # a bare flag that sets the key to true (e.g. --lite)
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ STUDIES: dict[str, Study] = {}
 COMMANDS: dict[str, Command] = {}
 
 # Modules under thresher.studies that register studies or commands when imported.
-BUILTIN = ("train", "active", "continual",)
+BUILTIN = ("train", "active", "continual", "robustness",)
 
 
 def register_study(study: Study) -> Study:

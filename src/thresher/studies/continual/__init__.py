@@ -1,0 +1,113 @@
+"""`thresher continual`: learning a stream of tasks without forgetting the earlier ones.
+
+Compares plain fine-tuning (``naive``), training on everything at once (``joint``, the upper
+bound), experience replay (``er``), A-GEM told where tasks end (``agem``) and task-agnostic
+A-GEM with a clustering memory (``ta-agem``, Lamers et al. 2023) on permuted, rotated or
+class-split image streams. Every learner sees the same stream for a given seed, so the table's
+paired tests compare like with like.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from thresher.data.dataset import ArrayDataset
+from thresher.data.pipeline import Normalize
+from thresher.data.streams import make_stream, num_outputs
+from thresher.models import build
+from thresher.runs.store import Run
+from thresher.studies import Command, Flag, Study, register_study
+from thresher.studies.common import load_data
+from thresher.studies.continual.config import ContinualConfig
+from thresher.studies.continual.learners import build_learner
+from thresher.studies.continual.loop import train_stream
+from thresher.studies.continual.report import (add_compare_arguments, add_stats_arguments,
+                                               compare_command, plot_curves, results_table,
+                                               stats_command)
+from thresher.studies.continual.track import MlflowTracker
+from thresher.train import choose_device, set_seed
+
+log = logging.getLogger("thresher.continual")
+
+
+def _joined(tasks: list[ArrayDataset]) -> ArrayDataset:
+    first = tasks[0]
+    return ArrayDataset(torch.cat([t.images for t in tasks]), torch.cat([t.labels for t in tasks]),
+                        list(first.classes), first.name)
+
+
+def run(cfg: ContinualConfig, run: Run) -> dict:
+    device = choose_device(cfg.device)
+    run.device = str(device)
+    if device.type == "cpu":  # more threads only add synchronisation to such small operations
+        torch.set_num_threads(cfg.threads)
+    train, test = load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options)
+    normalize = Normalize.from_dataset(train)
+    stream, num_tasks = cfg.stream, cfg.num_tasks
+    outputs = num_outputs(stream.kind, train.num_classes, num_tasks, stream.scenario)
+    tracker = MlflowTracker(cfg, run.name, cfg.mlflow_uri) if cfg.track == "mlflow" else None
+    per_run: list[dict] = []
+    for seed in range(cfg.seed, cfg.seed + cfg.runs):
+        tasks = make_stream(stream.kind, train, test, num_tasks, seed=seed,
+                            max_angle=stream.max_angle, scenario=stream.scenario,
+                            train_per_task=cfg.train_per_task, test_per_task=cfg.test_per_task,
+                            share_test=stream.share_test)
+        tests = [t.test for t in tasks]
+        for name in cfg.learners:
+            set_seed(seed)
+            model = build(cfg.model, outputs, train.in_shape, **cfg.model_options).to(device)
+            learner = build_learner(name, model, cfg, outputs, train.in_shape, device, seed)
+            phases = [_joined([t.train for t in tasks])] if name == "joint" else \
+                [t.train for t in tasks]
+            if tracker is not None:
+                tracker.start(name, seed)
+            result = train_stream(learner, phases, tests, cfg.fit, normalize, seed,
+                                  on_point=None if tracker is None else tracker.point,
+                                  name=f"{name} seed {seed}")
+            if tracker is not None:
+                tracker.finish(result)
+            per_run.append({"learner": name, "seed": seed, **result})
+            run.save_json("per_run.json", per_run)  # what is done survives an interruption
+            log.info("%s seed %d: average accuracy %.4f, forgetting %.4f", name, seed,
+                     result["avg_acc"], result["forgetting"])
+    learners = {name: {key: [r[key] for r in per_run if r["learner"] == name]
+                       for key in ("avg_acc", "forgetting", "bwt", "seconds_per_task")}
+                for name in cfg.learners}
+    table = results_table(learners)
+    title = f"{cfg.dataset} {stream.kind}, {num_tasks} tasks, seed {cfg.seed}"
+    figure = plot_curves({r["learner"]: r["curve"] for r in per_run if r["seed"] == cfg.seed},
+                         num_tasks, title)
+    run.save_figure("curves.png", figure, dpi=120)
+    run.save_text("results.txt", table + "\n")
+    return {"dataset": cfg.dataset, "stream": stream.kind, "tasks": num_tasks,
+            "outputs": outputs, "learners": learners, "runs": per_run, "table": table}
+
+
+register_study(Study(
+    name="continual",
+    help="continual learning on task streams: naive, joint, ER, A-GEM and task-agnostic A-GEM",
+    config=ContinualConfig,
+    run=run,
+    flags=(
+        Flag("--dataset", "dataset", "dataset name (see `thresher datasets`)"),
+        Flag("--stream", "stream.kind", "permutation, rotation or class_split"),
+        Flag("--tasks", "stream.tasks", "number of tasks (default 10, class_split 5)"),
+        Flag("--learners", "learners", "learners to compare: naive joint er agem ta-agem",
+             nargs="+"),
+        Flag("--epochs", "fit.epochs", "passes over each task"),
+        Flag("--batch-size", "fit.batch_size", "batch size"),
+        Flag("--lr", "fit.lr", "learning rate"),
+        Flag("--removal", "memory.removal", "ta-agem cluster removal: oldest, mean, random"),
+        Flag("--runs", "runs", "number of seeds (mean ± 95%% CI over them)"),
+        Flag("--lite", "lite", "quick check: 2 tasks on reduced data", switch=True),
+        Flag("--track", "track", "none or mlflow (local MLflow file store)"),
+    ),
+    commands=(
+        Command("compare", "continual runs side by side (mean and 95 percent CI over seeds)",
+                add_compare_arguments, compare_command),
+        Command("stats", "pool the last N continual runs in a folder (mean and 95 percent CI)",
+                add_stats_arguments, stats_command),
+    ),
+))

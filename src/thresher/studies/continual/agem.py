@@ -1,0 +1,53 @@
+"""A-GEM's gradient projection (Chaudhry et al. 2019, arXiv 1812.00420) over one flat vector.
+
+`FlatGrad` points every parameter's ``.grad`` into slices of one flat buffer, so
+``loss.backward()`` accumulates straight into the vector A-GEM works on and ``optimizer.step()``
+reads the projected result from the same memory: no per-parameter concatenation or copy-back,
+and the optimiser's own state (momentum, Adam moments) only ever sees the final gradient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+class FlatGrad:
+    """The gradients of ``params`` as views into one flat vector ``self.flat``.
+
+    Zero it with `zero` (not ``optimizer.zero_grad()``, whose default ``set_to_none`` would
+    detach the views).
+    """
+
+    def __init__(self, params: Iterable[nn.Parameter]) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        if not self.params:
+            raise ValueError("FlatGrad needs at least one parameter that requires grad")
+        first = self.params[0]
+        self.flat = torch.zeros(sum(p.numel() for p in self.params), device=first.device,
+                                dtype=first.dtype)
+        offset = 0
+        for p in self.params:
+            p.grad = self.flat[offset:offset + p.numel()].view_as(p)
+            offset += p.numel()
+
+    def zero(self) -> None:
+        self.flat.zero_()
+
+    def intact(self) -> bool:
+        """Whether every ``.grad`` is still a view of ``self.flat`` (for checks and tests)."""
+        return all(p.grad is not None and p.grad._base is self.flat for p in self.params)
+
+
+def project(g: torch.Tensor, g_ref: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """A-GEM in place: if ``g . g_ref < 0``, ``g -= (g . g_ref / g_ref . g_ref) g_ref``.
+
+    Branch-free (no host synchronisation): the coefficient is ``min(g . g_ref, 0) / |g_ref|^2``,
+    exactly 0 when the gradients agree, which leaves ``g`` bit-for-bit unchanged. Afterwards
+    ``g . g_ref >= 0`` up to rounding: the step does not increase the memory loss to first
+    order.
+    """
+    coef = torch.dot(g, g_ref).clamp(max=0.0) / torch.dot(g_ref, g_ref).clamp(min=eps)
+    return g.sub_(g_ref * coef)
