@@ -78,6 +78,9 @@ def get_source(name: str) -> Source:
     key = name.lower().replace("-", "_")
     if key in SOURCES:
         return SOURCES[key]
+    corrupted = _corrupted(name)
+    if corrupted:  # a corrupted split has the classes and image shape of its base dataset
+        return get_source(corrupted[0])
     close = difflib.get_close_matches(key, SOURCES, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}.{hint}")
@@ -85,7 +88,16 @@ def get_source(name: str) -> Source:
 
 def load(name: str, split: str = "train", data_dir: str | Path | None = None,
          download: bool = True, **options) -> ArrayDataset:
-    """One split of a registered dataset, decoded once and then served from the cache."""
+    """One split of a registered dataset, decoded once and then served from the cache.
+
+    ``<dataset>-c:<corruption>:<severity>`` (e.g. ``cifar10-c:fog:3``) is that split of the
+    dataset with the corruption applied (`thresher.data.corrupt`; option ``preset``).
+    """
+    corrupted = _corrupted(name)
+    if corrupted:
+        from thresher.data.corrupt import load_corrupted
+
+        return load_corrupted(*corrupted, split, data_dir, download, **options)
     source = get_source(name)
     if split not in source.splits:
         raise DataError(f"{source.name} has no split {split!r}; valid splits: "
@@ -142,6 +154,13 @@ def _cached_read(source: Source, root: Path, split: str, options: dict,
              time.perf_counter() - start, stem)
     cache.put(stem, images, labels, classes)
     return images, labels, classes
+
+
+def _corrupted(name: str) -> tuple[str, str, int] | None:
+    """(dataset, corruption, severity) of a corrupted-split name, checked; None otherwise."""
+    from thresher.data.corrupt import parse_corrupted_name  # here: it imports this module
+
+    return parse_corrupted_name(name)
 
 
 def _no_files(data_dir: Path, split: str, download: bool, options: dict) -> list[Path]:

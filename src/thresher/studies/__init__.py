@@ -50,7 +50,7 @@ STUDIES: dict[str, Study] = {}
 COMMANDS: dict[str, Command] = {}
 
 # Modules under thresher.studies that register studies or commands when imported.
-BUILTIN = ("train", "active", "continual",)
+BUILTIN = ("train", "active", "continual", "robustness",)
 
 
 def register_study(study: Study) -> Study:

@@ -1,0 +1,299 @@
+"""`thresher robustness` and `thresher corrupt`: the common-corruption benchmark.
+
+`robustness` evaluates the checkpoints of a `train` run (or one ``--checkpoint``) on every
+corruption x severity of its test split, generated on the device from the clean split
+(`thresher.data.corrupt`), and reports accuracy per cell, the mean, per-severity means and,
+against a ``--reference`` run, the corruption error CE_c = sum_s E_s,c / sum_s E^ref_s,c, its
+mean mCE and the relative mCE (errors minus clean error) of Hendrycks & Dietterich (2019).
+
+`corrupt` writes a corrupted test set in the published CIFAR-10-C layout: one
+``<corruption>.npy`` of shape (S*N, H, W, C) uint8, severities stacked in order, plus
+``labels.npy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from thresher.data import ArrayDataset, DataError, load
+from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, PRESETS, SEVERITIES, check,
+                                   corrupt_dataset, get_preset)
+from thresher.data.pipeline import Normalize
+from thresher.models import build
+from thresher.runs.config import ConfigError, check_choice, check_positive
+from thresher.runs.report import format_table
+from thresher.runs.store import Run, atomic_path
+from thresher.studies import Command, Flag, Study, register_command, register_study
+from thresher.train import choose_device, evaluate
+
+log = logging.getLogger("thresher.robustness")
+
+
+@dataclass
+class RobustnessConfig:
+    run: str | None = None  # a train run (id, name or directory): evaluates its checkpoints
+    checkpoint: str | None = None  # or one checkpoint file
+    reference: str | None = None  # run (train or robustness) whose errors CE divides by
+    dataset: str | None = None  # default: the dataset the checkpoint was trained on
+    corruptions: list[str] = field(default_factory=lambda: list(BENCHMARK))
+    severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
+    preset: str = "cifar"
+    data_dir: str | None = None
+    device: str = "auto"
+    seed: int = 0  # fixes the corruptions' random draws
+    batch_size: int = 1000
+    limit: int = 0  # evaluate on `limit` evenly spaced test images only (0: all), quick looks
+
+    def validate(self) -> None:
+        check_positive("limit", self.limit, allow_zero=True)
+        if (self.run is None) == (self.checkpoint is None):
+            raise ConfigError("give exactly one of run (a train run) or checkpoint (a .pt file)")
+        for name in self.corruptions:
+            check_choice("corruptions", name, list(CORRUPTIONS))
+        for severity in self.severities:
+            check_choice("severities", severity, list(SEVERITIES))
+        if not self.corruptions or not self.severities:
+            raise ConfigError("corruptions and severities must not be empty")
+        check_choice("preset", self.preset, list(PRESETS))
+
+
+Model = tuple[torch.nn.Module, Normalize, dict]
+
+
+def run(cfg: RobustnessConfig, run: Run) -> dict:
+    device = choose_device(cfg.device)
+    run.device = str(device)
+    reference_dir = run.store.get(cfg.reference).path if cfg.reference else None  # fail early
+    folder = run.store.get(cfg.run).path if cfg.run else None
+    models = _load_models(cfg.checkpoint, folder, device)
+    dataset = cfg.dataset or models[0][2]["dataset"]
+    test = load(dataset, "test", data_dir=cfg.data_dir)
+    if 0 < cfg.limit < len(test):  # evenly spaced: class-sorted splits keep every class
+        test = test.subset(torch.arange(cfg.limit) * len(test) // cfg.limit)
+    test = test.to(device)
+    result = _evaluate_all(models, test, cfg)
+    result.update(dataset=dataset, preset=cfg.preset, seed=cfg.seed, test_images=len(test),
+                  checkpoints=[m[2]["path"] for m in models])
+    if reference_dir is not None:
+        reference = _reference_result(reference_dir, cfg, test, device)
+        result.update(corruption_errors(result, reference))
+        result["reference"] = {k: reference[k] for k in ("clean_accuracy", "accuracy",
+                                                          "checkpoints") if k in reference}
+    run.save_json("robustness.json", result)
+    run.save_figure("robustness.png", heatmap(result))
+    table = robustness_table(result)
+    run.save_text("results.txt", table + "\n")
+    metrics = {k: result[k] for k in ("clean_accuracy", "mean_accuracy", "severity_means",
+                                      "corruption_means", "mce", "relative_mce") if k in result}
+    return {**metrics, "table": table}
+
+
+def _load_models(checkpoint: str | None, folder: Path | None,
+                 device: torch.device) -> list[Model]:
+    """The one checkpoint file, or every ``model-seed<N>.pt`` of a train run's folder."""
+    if checkpoint is not None:
+        paths = [Path(checkpoint)]
+        if not paths[0].is_file():
+            raise FileNotFoundError(f"checkpoint {checkpoint} not found")
+    else:
+        paths = sorted(folder.glob("model-seed*.pt"))
+        if not paths:
+            raise FileNotFoundError(f"{folder} has no model-seed<N>.pt checkpoints (nor "
+                                    "robustness.json); robustness needs a train run")
+    models = []
+    for path in paths:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+        model = build(ckpt["model"], ckpt["num_classes"], tuple(ckpt["in_shape"]),
+                      **ckpt["model_options"])
+        model.load_state_dict(ckpt["state_dict"])
+        norm = Normalize(tuple(ckpt["normalize"]["mean"]), tuple(ckpt["normalize"]["std"]))
+        models.append((model.to(device).eval(), norm, {"dataset": ckpt["dataset"],
+                                                         "path": str(path)}))
+    return models
+
+
+def _evaluate_all(models: list[Model], test: ArrayDataset, cfg: RobustnessConfig) -> dict:
+    """Accuracy (mean over the checkpoints) on the clean split and on every cell."""
+    def accuracy(data: ArrayDataset) -> float:
+        return float(np.mean([evaluate(m, data, normalize=n, batch_size=cfg.batch_size)
+                              ["accuracy"] for m, n, _ in models]))
+
+    clean = accuracy(test)
+    grid: dict[str, dict[int, float]] = {}
+    for name in cfg.corruptions:
+        started = time.perf_counter()
+        grid[name] = {s: accuracy(corrupt_dataset(test, name, s, cfg.preset, cfg.seed))
+                      for s in cfg.severities}
+        log.info("%-18s %s  (%.0f s)", name,
+                 " ".join(f"{100 * a:5.1f}" for a in grid[name].values()),
+                 time.perf_counter() - started)
+    return summarise(clean, grid)
+
+
+def summarise(clean: float, grid: dict[str, dict[int, float]]) -> dict:
+    """Mean accuracy overall, per severity and per corruption of a corruption x severity grid."""
+    severities = list(next(iter(grid.values())))
+    return {
+        "clean_accuracy": clean,
+        "accuracy": grid,
+        "mean_accuracy": float(np.mean([a for row in grid.values() for a in row.values()])),
+        "severity_means": {s: float(np.mean([row[s] for row in grid.values()]))
+                           for s in severities},
+        "corruption_means": {c: float(np.mean(list(row.values()))) for c, row in grid.items()},
+    }
+
+
+def corruption_errors(result: dict, reference: dict) -> dict:
+    """CE and relative CE per corruption against ``reference``, and their means (mCE)."""
+    ce, rel = {}, {}
+    for name, row in result["accuracy"].items():
+        ref_row = reference["accuracy"].get(name)
+        if ref_row is None or any(s not in ref_row for s in row):
+            raise DataError(f"the reference has no accuracy for {name} at every severity "
+                            f"{', '.join(map(str, row))}")
+        err = sum(1 - row[s] for s in row)
+        ref_err = sum(1 - ref_row[s] for s in row)
+        ce[name] = err / ref_err if ref_err > 0 else float("nan")
+        gap = err - len(row) * (1 - result["clean_accuracy"])
+        ref_gap = ref_err - len(row) * (1 - reference["clean_accuracy"])
+        rel[name] = gap / ref_gap if ref_gap > 0 else float("nan")
+    return {"ce": ce, "mce": float(np.mean(list(ce.values()))),
+            "relative_ce": rel, "relative_mce": float(np.mean(list(rel.values())))}
+
+
+def _reference_result(folder: Path, cfg: RobustnessConfig, test: ArrayDataset,
+                      device: torch.device) -> dict:
+    """A robustness run's saved grid, else the reference train run evaluated here."""
+    saved = folder / "robustness.json"
+    if saved.is_file():
+        data = json.loads(saved.read_text())
+        data["accuracy"] = {c: {int(s): a for s, a in row.items()}
+                            for c, row in data["accuracy"].items()}
+        return data
+    models = _load_models(None, folder, device)
+    return {**_evaluate_all(models, test, cfg), "checkpoints": [m[2]["path"] for m in models]}
+
+
+def robustness_table(result: dict) -> str:
+    """Accuracy (%) per corruption and severity, plus CE columns when there is a reference."""
+    severities = list(result["severity_means"])
+    rows = []
+    for name, row in result["accuracy"].items():
+        cells = {"corruption": name, **{f"s{s}": 100 * row[s] for s in severities},
+                 "mean": 100 * result["corruption_means"][name]}
+        if "ce" in result:
+            cells.update(CE=100 * result["ce"][name], relCE=100 * result["relative_ce"][name])
+        rows.append(cells)
+    mean = {"corruption": "mean", **{f"s{s}": 100 * result["severity_means"][s]
+                                      for s in severities}, "mean": 100 * result["mean_accuracy"]}
+    if "ce" in result:
+        mean.update(CE=100 * result["mce"], relCE=100 * result["relative_mce"])
+    rows.append(mean)
+    head = f"accuracy (%) under corruption; clean accuracy {100 * result['clean_accuracy']:.1f}%"
+    if "ce" in result:
+        head += "; CE and relative CE in % of the reference's errors (mCE on the mean row)"
+    return head + "\n" + format_table(rows, float_format=".1f")
+
+
+def heatmap(result: dict):
+    """A corruption x severity heat map of accuracy (%), each cell labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    names = list(result["accuracy"])
+    severities = list(result["severity_means"])
+    grid = np.array([[100 * result["accuracy"][n][s] for s in severities] for n in names])
+    fig, ax = plt.subplots(figsize=(1.2 * len(severities) + 3, 0.4 * len(names) + 1.5))
+    image = ax.imshow(grid, cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    ax.set_xticks(range(len(severities)), [str(s) for s in severities])
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("severity")
+    for i, j in np.ndindex(grid.shape):
+        ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center",
+                color="white" if grid[i, j] < 60 else "black", fontsize=8)
+    ax.set_title(f"{result['dataset']} accuracy (%) under corruption; clean "
+                 f"{100 * result['clean_accuracy']:.1f}%")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    return fig
+
+
+register_study(Study(
+    name="robustness",
+    help="accuracy of a trained model under the 15 common corruptions x 5 severities",
+    config=RobustnessConfig,
+    run=run,
+    flags=(
+        Flag("--run", "run", "train run to evaluate (id, name or directory)"),
+        Flag("--checkpoint", "checkpoint", "or one checkpoint file (model-seed<N>.pt)"),
+        Flag("--reference", "reference", "run whose errors CE and mCE are relative to"),
+        Flag("--dataset", "dataset", "test split to corrupt (default: the training dataset)"),
+        Flag("--corruptions", "corruptions", "corruption names", nargs="+"),
+        Flag("--severities", "severities", "severities 1-5", nargs="+"),
+        Flag("--preset", "preset", "corruption constants: cifar or imagenet"),
+    ),
+))
+
+
+# --- thresher corrupt --------------------------------------------------------------------------
+
+def _corrupt_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="cifar10", help="dataset to corrupt (default cifar10)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--split", default="test", help="split to corrupt (default test)")
+    p.add_argument("--corruptions", nargs="+", default=list(BENCHMARK), metavar="NAME",
+                   help=f"default: the 15 benchmark corruptions; choices: {', '.join(CORRUPTIONS)}")
+    p.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES),
+                   metavar="S", help="severities, stacked in this order (default 1 2 3 4 5)")
+    p.add_argument("--preset", default="cifar", help=f"one of {', '.join(PRESETS)}")
+    p.add_argument("--seed", type=int, default=0, help="fixes the random draws")
+    p.add_argument("--data-dir", help="data folder (default: $THRESHER_DATA, else ./data)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+
+
+def _corrupt(args: argparse.Namespace) -> int:
+    for name in args.corruptions:  # every name checked before any work
+        for severity in args.severities:
+            check(name, severity)
+    get_preset(args.preset)
+    out = Path(args.out)
+    data = load(args.dataset, args.split, data_dir=args.data_dir).to(choose_device(args.device))
+    started = time.perf_counter()
+    bar = tqdm(total=len(args.corruptions) * len(args.severities), unit="set",
+               desc=f"corrupting {data.name}/{args.split}")
+    for name in args.corruptions:
+        parts = []
+        for severity in args.severities:
+            bar.set_postfix_str(f"{name} {severity}")
+            images = corrupt_dataset(data, name, severity, args.preset, args.seed).images
+            parts.append(images.permute(0, 2, 3, 1).cpu().numpy())
+            bar.update()
+        _save_npy(out / f"{name}.npy", np.concatenate(parts))
+    bar.close()
+    labels = data.labels.cpu().numpy()
+    dtype = np.uint8 if data.num_classes <= 256 else np.int64
+    _save_npy(out / "labels.npy", np.tile(labels, len(args.severities)).astype(dtype))
+    print(f"wrote {len(args.corruptions)} corruptions x {len(args.severities)} severities of "
+          f"{len(data)} {data.name} {args.split} images to {out} in "
+          f"{time.perf_counter() - started:.0f} s")
+    return 0
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+register_command(Command("corrupt", "write a corrupted test set in the CIFAR-10-C layout "
+                         "(<corruption>.npy, labels.npy)", _corrupt_arguments, _corrupt))

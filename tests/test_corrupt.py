@@ -1,0 +1,219 @@
+"""Corruptions: hand-computed values, noise statistics, severity order, determinism, errors."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from thresher.data import DataError, load
+from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, PRESETS, corrupt, corrupt_dataset,
+                                   ops, parse_corrupted_name)
+from thresher.data.corrupt.blur import _glass_moves, disk_kernel
+from thresher.data.corrupt.presets import Glass
+from thresher.data.corrupt.weather import frost_dir, plasma_fractal
+
+NEEDS_FROST = {"frost"}
+
+
+def frost_available() -> bool:
+    try:
+        frost_dir()
+        return True
+    except DataError:
+        return False
+
+
+def constant(value: int, n: int = 4, c: int = 3, size: int = 32) -> torch.Tensor:
+    return torch.full((n, c, size, size), value, dtype=torch.uint8)
+
+
+def natural(n: int = 64, seed: int = 0) -> torch.Tensor:
+    """Smooth random images with edges: what the blurs and the JPEG codec act on."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((n, 3, 4, 4), generator=g)
+    smooth = torch.nn.functional.interpolate(coarse, size=32, mode="bilinear", align_corners=False)
+    edges = (torch.rand((n, 3, 32, 32), generator=g) > 0.97).float()
+    return ((0.8 * smooth + 0.2 * edges) * 255).round().to(torch.uint8)
+
+
+def test_contrast_on_a_constant_image_changes_nothing_and_on_two_levels_scales_the_gap():
+    assert torch.equal(corrupt(constant(100), "contrast", 3), constant(100))
+    x = constant(50)
+    x[:, :, :, 16:] = 150  # mean 100, deviations +-50
+    out = corrupt(x, "contrast", 5)  # cifar factor 0.15: 100 +- 7.5
+    assert out[0, 0, 0, 0] == int(255 * (100 / 255 - 0.15 * 50 / 255) + 1e-4)  # 92
+    assert out[0, 0, 0, 31] == 107
+
+
+@pytest.mark.parametrize("severity, amount", [(1, 0.05), (5, 0.3)])
+def test_brightness_raises_grey_by_the_hsv_value_step(severity, amount):
+    out = corrupt(constant(100), "brightness", severity)
+    assert torch.equal(out, constant(int((100 / 255 + amount) * 255 + 1e-4)))
+
+
+def test_brightness_keeps_hue_and_saturation_and_caps_at_white():
+    x = torch.tensor([[[[200]], [[100]], [[0]]]], dtype=torch.uint8)  # V = 200/255
+    out = corrupt(x, "brightness", 5).flatten().tolist()  # V' = min(200/255 + .3, 1) = 1
+    assert out == [255, int(100 * 255 / 200 + 1e-4), 0]
+
+
+def test_gaussian_noise_has_the_preset_variance():
+    out = corrupt(constant(128, n=64), "gaussian_noise", 3).float() / 255
+    sigma = PRESETS["cifar"].params["gaussian_noise"][2]
+    assert out.std().item() == pytest.approx(sigma, rel=0.03)
+    assert out.mean().item() == pytest.approx(128 / 255 - 0.5 / 255, abs=0.002)  # truncation
+
+
+def test_shot_noise_is_poisson():
+    photons = PRESETS["imagenet"].params["shot_noise"][0]  # 60
+    out = corrupt(constant(51, n=64), "shot_noise", 1, "imagenet").float()
+    counts = torch.round(out / 255 * photons)  # 51/255 * 60 = 12 photons expected
+    assert counts.mean().item() == pytest.approx(12, rel=0.02)
+    assert counts.var().item() == pytest.approx(12, rel=0.05)
+
+
+@pytest.mark.parametrize("severity", [1, 5])
+def test_impulse_noise_flips_the_preset_fraction_half_to_each_extreme(severity):
+    amount = PRESETS["cifar"].params["impulse_noise"][severity - 1]
+    out = corrupt(constant(128, n=64), "impulse_noise", severity)
+    salt, pepper = (out == 255).float().mean().item(), (out == 0).float().mean().item()
+    assert salt + pepper == pytest.approx(amount, rel=0.05)
+    assert salt == pytest.approx(pepper, rel=0.1)
+    assert ((out == 128) | (out == 0) | (out == 255)).all()
+
+
+def test_disk_kernel_sums_to_one_and_a_tiny_radius_is_nearly_the_identity():
+    k = disk_kernel(0.3, 0.4)
+    assert k.shape == (17, 17) and k.sum().item() == pytest.approx(1)
+    assert k[8, 8] > 0.5 and torch.equal(k, k.T)
+
+
+def test_filters_and_blurs_preserve_a_constant_image():
+    for name in ("defocus_blur", "zoom_blur", "gaussian_blur", "pixelate"):
+        for preset in PRESETS:
+            assert torch.equal(corrupt(constant(77), name, 5, preset), constant(77)), name
+    # (imagenet's motion kernel is longer than 32 px: the port drops taps, darkening it)
+    assert torch.equal(corrupt(constant(77), "motion_blur", 5), constant(77))
+
+
+def test_glass_moves_copy_in_the_original_visiting_order():
+    """Positions rows H-d .. d+1 (down), columns likewise, each copy the value at its offset;
+    a source visited earlier passes on its new value, so copies chain."""
+    y = torch.arange(9.0).reshape(1, 1, 3, 3)  # delta 1: only (2, 2) is visited
+    moved = _glass_moves(y, torch.tensor([[[[-1, -1]]]]), 1)
+    assert moved.flatten().tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 4]
+    y = torch.arange(36.0).reshape(1, 1, 6, 6)  # delta 2: visits (4,4) (4,3) (3,4) (3,3)
+    moves = torch.zeros(1, 2, 2, 2, dtype=torch.long)  # [N, row 4/3, column 4/3, (dx, dy)]
+    moves[0, 0, 0] = torch.tensor([-2, 0])  # (4, 4) <- (4, 2), never visited: 26
+    moves[0, 0, 1] = torch.tensor([1, 0])  # (4, 3) <- (4, 4), already 26
+    moves[0, 1, 1] = torch.tensor([0, 1])  # (3, 3) <- (4, 3), already 26; (3, 4) keeps 22
+    out = _glass_moves(y, moves, 2).reshape(6, 6)
+    assert [out[4, 4], out[4, 3], out[3, 4], out[3, 3]] == [26, 26, 22, 26]
+    assert out[2, 2] == 14
+
+
+def test_plasma_fractal_spans_zero_to_one_per_image():
+    m = plasma_fractal(5, 32, 2.0, torch.Generator().manual_seed(0), torch.device("cpu"))
+    assert m.shape == (5, 32, 32)
+    assert torch.allclose(m.amin(dim=(1, 2)), torch.zeros(5, dtype=m.dtype))
+    assert torch.allclose(m.amax(dim=(1, 2)), torch.ones(5, dtype=m.dtype))
+
+
+def test_fold_index_modes():
+    i = torch.arange(-3, 7)
+    assert ops.fold_index(i, 4, "nearest").tolist() == [0, 0, 0, 0, 1, 2, 3, 3, 3, 3]
+    assert ops.fold_index(i, 4, "reflect").tolist() == [2, 1, 0, 0, 1, 2, 3, 3, 2, 1]
+    assert ops.fold_index(i, 4, "mirror").tolist() == [3, 2, 1, 0, 1, 2, 3, 2, 1, 0]
+
+
+def test_zoom_coords_follow_scipy_zoom():
+    coords = ops.zoom_coords(32, 1.25)  # crop ceil(32 / 1.25) = 26 from 3, zoomed to 32
+    assert len(coords) == 32 and coords[0] == 3 and coords[-1] == pytest.approx(28)
+
+
+@pytest.mark.parametrize("name", [n for n in CORRUPTIONS if n not in NEEDS_FROST])
+def test_every_corruption_keeps_shape_dtype_is_seeded_and_grows_with_severity(name):
+    x = natural(32)
+    outs = [corrupt(x, name, s, seed=1) for s in (1, 3, 5)]
+    assert all(o.shape == x.shape and o.dtype == torch.uint8 for o in outs)
+    assert torch.equal(outs[0], corrupt(x, name, 1, seed=1))
+    change = [(o.float() - x.float()).abs().mean().item() for o in outs]
+    if name in ("glass_blur", "elastic_transform"):  # published severities are not monotone
+        assert min(change) > 0.5
+    else:
+        assert change[0] < change[2], change
+    if name not in ("brightness", "contrast", "defocus_blur", "zoom_blur", "pixelate",
+                    "jpeg_compression", "gaussian_blur"):  # the deterministic ones
+        assert not torch.equal(outs[0], corrupt(x, name, 1, seed=2))
+
+
+def test_one_channel_images_are_supported():
+    x = natural(8)[:, :1]
+    for name in (n for n in CORRUPTIONS if n not in NEEDS_FROST):
+        assert corrupt(x, name, 3).shape == x.shape
+
+
+@pytest.mark.skipif(not frost_available(), reason="frost textures (imagecorruptions) absent")
+def test_frost_blends_a_texture_and_is_seeded():
+    x = natural(16)
+    out = corrupt(x, "frost", 3)
+    assert torch.equal(out, corrupt(x, "frost", 3)) and out.float().mean() > x.float().mean()
+
+
+def test_frost_without_textures_names_the_package(monkeypatch, tmp_path):
+    monkeypatch.setenv("THRESHER_FROST_DIR", str(tmp_path))
+    with pytest.raises(DataError, match="imagecorruptions"):
+        corrupt(natural(2), "frost", 1)
+    corrupt(natural(2), "fog", 1)  # the other corruptions do not need it
+
+
+@pytest.mark.parametrize("args, message", [
+    (("fgo", 1, "cifar"), "unknown corruption 'fgo'; choose one of gaussian_noise"),
+    (("fog", 6, "cifar"), "severity must be one of 1, 2, 3, 4, 5, got 6"),
+    (("fog", 1, "imagenet-c"), "unknown corruption preset 'imagenet-c'; choose one of cifar"),
+])
+def test_bad_names_are_refused_with_the_choices(args, message):
+    with pytest.raises(DataError, match=message):
+        corrupt(constant(0), *args)
+
+
+def test_corrupted_dataset_names_parse_or_fail_clearly():
+    assert parse_corrupted_name("cifar10-c:fog:3") == ("cifar10", "fog", 3)
+    assert parse_corrupted_name("cifar10") is None
+    with pytest.raises(DataError, match="got 0"):
+        parse_corrupted_name("cifar10-c:fog:0")
+    with pytest.raises(DataError, match="choose one of gaussian_noise"):
+        parse_corrupted_name("cifar10-c:mist:2")
+    with pytest.raises(DataError, match="<dataset>-c:<corruption>:<severity>"):
+        parse_corrupted_name("cifar10:fog")
+
+
+def test_load_by_name_matches_corrupt_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path))
+    clean = load("synthetic", "test", shape=(3, 32, 32))
+    named = load("synthetic-c:zoom_blur:2", "test", shape=(3, 32, 32))
+    direct = corrupt_dataset(clean, "zoom_blur", 2)
+    assert named.name == "synthetic-c:zoom_blur:2" and named.meta["severity"] == 2
+    assert torch.equal(named.images, direct.images) and torch.equal(named.labels, clean.labels)
+
+
+def test_benchmark_has_the_fifteen_published_corruptions():
+    assert len(BENCHMARK) == 15 and BENCHMARK[0] == "gaussian_noise"
+    assert set(PRESETS["cifar"].params) == set(PRESETS["imagenet"].params) == set(CORRUPTIONS)
+    assert all(len(v) == 5 for p in PRESETS.values() for v in p.params.values())
+    assert len(PRESETS["cifar"].params["zoom_blur"][0].factors) == 7  # np.arange(1, 1.06, .01)
+    assert np.isclose(PRESETS["imagenet"].params["elastic_transform"][0].amplitude, 0.0625)
+
+
+@pytest.mark.data
+@pytest.mark.skipif(not (Path(os.environ.get("THRESHER_DATA", "/nonexistent"))
+                         / "cifar10-jpeg.tar.gz").is_file(), reason="CIFAR-10 not in THRESHER_DATA")
+def test_cifar10_c_by_name_is_generated_once_then_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("THRESHER_CACHE", str(tmp_path))
+    first = load("cifar10-c:fog:3", "test")
+    assert len(list(tmp_path.glob("cifar10_c-test-*.json"))) == 1
+    again = load("cifar10-c:fog:3", "test")
+    assert first.images.shape == (10000, 3, 32, 32) and torch.equal(first.images, again.images)
+    assert not torch.equal(first.images, load("cifar10", "test").images)

@@ -1,0 +1,102 @@
+"""`thresher robustness` and `thresher corrupt` end to end on offline data, plus CE by hand."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from thresher.cli import main
+from thresher.data import load
+from thresher.data.corrupt import corrupt_dataset
+from thresher.runs.config import dump_yaml
+from thresher.studies.robustness import RobustnessConfig, corruption_errors, summarise
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_default_yaml_is_in_step_with_the_config():
+    text = (ROOT / "configs" / "robustness" / "default.yaml").read_text()
+    assert text == dump_yaml(RobustnessConfig())
+
+
+def test_ce_and_relative_ce_by_hand():
+    model = summarise(0.9, {"fog": {1: 0.8, 2: 0.6}, "snow": {1: 0.7, 2: 0.7}})
+    ref = summarise(0.8, {"fog": {1: 0.6, 2: 0.4}, "snow": {1: 0.7, 2: 0.5}})
+    assert model["severity_means"] == {1: pytest.approx(0.75), 2: pytest.approx(0.65)}
+    out = corruption_errors(model, ref)
+    assert out["ce"]["fog"] == pytest.approx((0.2 + 0.4) / (0.4 + 0.6))
+    assert out["ce"]["snow"] == pytest.approx((0.3 + 0.3) / (0.3 + 0.5))
+    assert out["mce"] == pytest.approx((0.6 + 0.75) / 2)
+    assert out["relative_ce"]["fog"] == pytest.approx((0.6 - 0.2) / (1.0 - 0.4))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    runs = tmp_path_factory.mktemp("runs")
+    assert main(["-q", "train", "--runs-dir", str(runs), "--name", "base", "--epochs", "2"]) == 0
+    return runs
+
+
+def robustness(runs: Path, *extra: str) -> int:
+    return main(["-q", "robustness", "--runs-dir", str(runs), "--corruptions", "contrast",
+                 "gaussian_noise", "--severities", "1", "5", *extra])
+
+
+def test_robustness_reports_every_cell_and_writes_json_png_table(trained, capsys):
+    assert robustness(trained, "--run", "train/base", "--name", "r1") == 0
+    out = capsys.readouterr().out
+    assert "contrast" in out and "clean accuracy" in out
+    folder = trained / "robustness" / "r1"
+    result = json.loads((folder / "robustness.json").read_text())
+    assert set(result["accuracy"]) == {"contrast", "gaussian_noise"}
+    assert set(result["accuracy"]["contrast"]) == {"1", "5"}
+    assert result["accuracy"]["contrast"]["5"] < result["clean_accuracy"]
+    assert (folder / "robustness.png").stat().st_size > 1000
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["metrics"]["mean_accuracy"] == pytest.approx(result["mean_accuracy"])
+
+
+def test_a_run_as_its_own_reference_has_mce_one(trained, capsys):
+    assert robustness(trained, "--run", "train/base", "--name", "r2") == 0
+    assert robustness(trained, "--checkpoint", str(trained / "train" / "base" / "model-seed0.pt"),
+                      "--reference", "robustness/r2", "--name", "r3") == 0
+    result = json.loads((trained / "robustness" / "r3" / "robustness.json").read_text())
+    assert result["mce"] == pytest.approx(1.0)
+    # relative CE is undefined (NaN) where corrupting costs the reference no accuracy
+    assert all(v == pytest.approx(1.0) or math.isnan(v) for v in result["relative_ce"].values())
+    assert "CE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give exactly one of run"),
+    (["--run", "x", "--corruptions", "mist"], "corruptions must be one of"),
+    (["--run", "x", "--severities", "7"], "severities must be one of"),
+    (["--run", "x", "--preset", "tiny"], "preset must be one of 'cifar', 'imagenet'"),
+])
+def test_bad_robustness_input_fails_before_any_run(tmp_path, capsys, args, message):
+    assert main(["robustness", "--runs-dir", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "robustness").exists()
+
+
+def test_corrupt_writes_the_official_layout(tmp_path, capsys):
+    out = tmp_path / "synthetic-c"
+    assert main(["corrupt", "--dataset", "synthetic", "--out", str(out), "--corruptions",
+                 "fog", "pixelate", "--severities", "1", "3"]) == 0
+    clean = load("synthetic", "test")
+    fog = np.load(out / "fog.npy")
+    assert fog.shape == (2 * len(clean), 16, 16, 1) and fog.dtype == np.uint8
+    expected = corrupt_dataset(clean, "fog", 3).images.permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(fog[len(clean):], expected)
+    labels = np.load(out / "labels.npy")
+    assert labels.dtype == np.uint8 and np.array_equal(labels[len(clean):], clean.labels.numpy())
+    assert sorted(p.name for p in out.iterdir()) == ["fog.npy", "labels.npy", "pixelate.npy"]
+
+
+def test_corrupt_refuses_bad_names_before_writing(tmp_path, capsys):
+    assert main(["corrupt", "--dataset", "synthetic", "--out", str(tmp_path / "o"),
+                 "--corruptions", "fgo"]) == 2
+    assert "unknown corruption 'fgo'; choose one of" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
