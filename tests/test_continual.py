@@ -269,7 +269,7 @@ def test_mlflow_tracker_logs_points_and_final_scores(monkeypatch):
         log_metrics=lambda metrics, step=None: logged.append(("metrics", step, metrics)),
         end_run=lambda: logged.append(("end",)))
     monkeypatch.setitem(sys.modules, "mlflow", fake)
-    tracker = MlflowTracker(ContinualConfig(), "r1", "file:/tmp/x")
+    tracker = MlflowTracker(ContinualConfig(), "r1", "file:mlruns")
     tracker.start("ta-agem", 3)
     tracker.point({"batch": 100, "seen": 0.8, "loss": 0.5, "memory": 30, "lr": 1e-3,
                    "accuracy": [0.9, 0.7]})
