@@ -28,12 +28,12 @@ from thresher.data import ArrayDataset, DataError, load
 from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, PRESETS, SEVERITIES, check,
                                    corrupt_dataset, get_preset)
 from thresher.data.pipeline import Normalize
-from thresher.models import build
 from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.report import format_table
 from thresher.runs.store import Run, atomic_path
 from thresher.studies import Command, Flag, Study, register_command, register_study
 from thresher.train import choose_device, evaluate
+from thresher.train.checkpoint import load_checkpoint
 
 log = logging.getLogger("thresher.robustness")
 
@@ -111,13 +111,8 @@ def _load_models(checkpoint: str | None, folder: Path | None,
                                     "robustness.json); robustness needs a train run")
     models = []
     for path in paths:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-        model = build(ckpt["model"], ckpt["num_classes"], tuple(ckpt["in_shape"]),
-                      **ckpt["model_options"])
-        model.load_state_dict(ckpt["state_dict"])
-        norm = Normalize(tuple(ckpt["normalize"]["mean"]), tuple(ckpt["normalize"]["std"]))
-        models.append((model.to(device).eval(), norm, {"dataset": ckpt["dataset"],
-                                                         "path": str(path)}))
+        model, norm, ckpt = load_checkpoint(path, device)
+        models.append((model, norm, {"dataset": ckpt["dataset"], "path": str(path)}))
     return models
 
 

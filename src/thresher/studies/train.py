@@ -19,6 +19,7 @@ from thresher.runs.store import Run
 from thresher.studies import Flag, Study, register_study
 from thresher.studies.common import check_dataset_and_model, load_data
 from thresher.train import FitConfig, choose_device, evaluate, fit, set_seed
+from thresher.train.checkpoint import checkpoint
 
 log = logging.getLogger("thresher.train")
 
@@ -64,13 +65,8 @@ def run(cfg: TrainConfig, run: Run) -> dict:
                          "test_loss": scores["loss"], "train_seconds": seconds,
                          "images_per_s": len(train) * len(result.history) / result.seconds,
                          "history": result.history})
-        run.save_torch(f"model-seed{seed}.pt", {
-            "model": cfg.model, "model_options": cfg.model_options,
-            "num_classes": train.num_classes, "in_shape": train.in_shape,
-            "classes": train.classes, "dataset": cfg.dataset,
-            "normalize": {"mean": normalize.mean, "std": normalize.std},
-            "state_dict": model.state_dict(),
-        })
+        run.save_torch(f"model-seed{seed}.pt",
+                       checkpoint(model, cfg.model, cfg.model_options, train, normalize))
     run.save_json("per_seed.json", per_seed)
     table = comparison_table({f"{cfg.model} on {cfg.dataset}": [r["test_acc"] for r in per_seed]},
                              metric_name="test accuracy (%)", scale=100)
