@@ -74,6 +74,57 @@ def test_shot_noise_is_poisson():
     assert counts.var().item() == pytest.approx(12, rel=0.05)
 
 
+def test_shot_noise_draws_do_not_depend_on_the_thread_count():
+    images = natural(16)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = corrupt(images, "shot_noise", 2, seed=3)
+        torch.set_num_threads(2)
+        two = corrupt(images, "shot_noise", 2, seed=3)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+    assert not torch.equal(one, corrupt(images, "shot_noise", 2, seed=4))
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_jpeg_equals_a_pillow_save_and_reload(channels):
+    from io import BytesIO
+
+    from PIL import Image
+
+    images = natural(6)[:, :channels]
+    quality = PRESETS["cifar"].params["jpeg_compression"][4]
+    out = corrupt(images, "jpeg_compression", 5)
+    for image, got in zip(images, out):
+        buffer = BytesIO()
+        array = image.permute(1, 2, 0).numpy()
+        Image.fromarray(array[..., 0] if channels == 1 else array).save(buffer, "JPEG",
+                                                                        quality=quality)
+        expected = np.asarray(Image.open(buffer)).reshape(32, 32, channels)
+        assert np.array_equal(got.permute(1, 2, 0).numpy(), expected)
+
+
+def test_motion_blur_equals_a_per_image_tap_sum():
+    x = natural(5).float() / 255
+    angles = torch.tensor([-45.0, -20.0, 0.0, 13.0, 44.9])
+    radius, sigma = 6, 2.0
+    got = ops.motion_blur(x, radius, sigma, angles)
+    taps = torch.arange(2 * radius + 1, dtype=torch.float64)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    for image, angle, blurred in zip(x, angles.double(), got):
+        expected = torch.zeros_like(image)
+        for i, weight in zip(taps, kernel):  # ImageMagick's offsets: i pixels along the angle
+            dy = int(torch.ceil(i * torch.sin(torch.deg2rad(angle)) - 0.5))
+            dx = int(torch.ceil(i * torch.cos(torch.deg2rad(angle)) - 0.5))
+            rows = (torch.arange(32) + dy).clamp(0, 31)
+            cols = (torch.arange(32) + dx).clamp(0, 31)
+            expected += float(weight) * image[:, rows][:, :, cols]
+        assert torch.allclose(blurred, expected, atol=1e-6)
+
+
 @pytest.mark.parametrize("severity", [1, 5])
 def test_impulse_noise_flips_the_preset_fraction_half_to_each_extreme(severity):
     amount = PRESETS["cifar"].params["impulse_noise"][severity - 1]

@@ -51,7 +51,7 @@ CORRUPTIONS: dict[str, Corruption] = {
 BENCHMARK = tuple(CORRUPTIONS)[:15]
 SEVERITIES = (1, 2, 3, 4, 5)
 CHUNK_VALUES = 1 << 22  # values per chunk: 1365 CIFAR images, ~50 MB per float copy
-VERSION = 1  # bump when an output changes, to orphan cached corrupted splits
+VERSION = 2  # bump when an output changes, to orphan cached corrupted splits
 NAME = re.compile(r"(?P<base>.+?)-c:(?P<corruption>[^:]*):(?P<severity>[^:]*)", re.IGNORECASE)
 
 __all__ = ["BENCHMARK", "CORRUPTIONS", "PRESETS", "SEVERITIES", "corrupt", "corrupt_dataset",

@@ -7,7 +7,11 @@ Every corruption here and in the sibling modules takes float images in [0, 1] as
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
+
+SHOT_PARTS = 4  # fixed, so the draws do not depend on how many threads run them
 
 
 def gaussian_noise(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch.Tensor:
@@ -16,8 +20,22 @@ def gaussian_noise(x: torch.Tensor, sigma: float, gen: torch.Generator) -> torch
 
 
 def shot_noise(x: torch.Tensor, photons: float, gen: torch.Generator) -> torch.Tensor:
-    """Poisson photon counts at ``photons`` per unit intensity, scaled back."""
-    return torch.poisson(x * photons, generator=gen) / photons
+    """Poisson photon counts at ``photons`` per unit intensity, scaled back.
+
+    torch samples Poisson counts on one CPU thread, so on the CPU the batch is cut into a fixed
+    number of parts, each with its own generator seeded from ``gen``, drawn concurrently.
+    """
+    rate = x * photons
+    if rate.device.type != "cpu":
+        return torch.poisson(rate, generator=gen) / photons
+    seeds = torch.randint(2 ** 62, (SHOT_PARTS,), generator=gen).tolist()
+
+    def draw(part: tuple[torch.Tensor, int]) -> torch.Tensor:
+        return torch.poisson(part[0], generator=torch.Generator().manual_seed(part[1]))
+
+    with ThreadPoolExecutor(max(1, min(SHOT_PARTS, torch.get_num_threads()))) as pool:
+        counts = list(pool.map(draw, zip(rate.tensor_split(SHOT_PARTS), seeds)))
+    return torch.cat(counts) / photons
 
 
 def impulse_noise(x: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Tensor:

@@ -156,19 +156,16 @@ def motion_blur(x: torch.Tensor, radius: int, sigma: float, angles: torch.Tensor
     dx = torch.ceil(i[None] * px[:, None] / hyp[:, None] - 0.5).long()
     weight = kernel[None] * ((dy.abs() < h) & (dx.abs() < w))
     live = [tap for tap in range(width) if bool(weight[:, tap].any())]
-    pad = int(torch.where(weight > 0, torch.maximum(dy.abs(), dx.abs()), 0).max())
-    # replicate-pad once; then each tap is one gather at a per-image offset into the padding
-    padded = F.pad(x.reshape(n * c, 1, h, w), (pad, pad, pad, pad), mode="replicate")
-    pw = w + 2 * pad
-    padded = padded.reshape(n, c, -1)
-    base = (torch.arange(h, device=x.device)[:, None] * pw
-            + torch.arange(w, device=x.device)[None]).reshape(1, -1)
-    shift = ((dy.clamp(-pad, pad) + pad) * pw + dx.clamp(-pad, pad) + pad).to(x.device)
+    # edges repeated by clamping the source row and column: no padded copy of the batch
+    dev = x.device
+    rows = (torch.arange(h)[None, None] + dy[:, :, None]).clamp(0, h - 1).to(dev)  # [N, T, H]
+    cols = (torch.arange(w)[None, None] + dx[:, :, None]).clamp(0, w - 1).to(dev)  # [N, T, W]
+    flat = x.reshape(n, c, h * w)
     weight = weight.to(x)
-    out = torch.zeros_like(padded[:, :, :h * w])
+    out = torch.zeros_like(flat)
     for tap in live:  # a loop over kernel taps; each gathers the whole batch once
-        index = (base + shift[:, tap, None])[:, None].expand(n, c, h * w)
-        out += weight[:, tap, None, None] * padded.gather(2, index)
+        index = (rows[:, tap, :, None] * w + cols[:, tap, None, :]).reshape(n, 1, h * w)
+        out.addcmul_(weight[:, tap, None, None], flat.gather(2, index.expand(n, c, h * w)))
     return out.reshape(n, c, h, w)
 
 
