@@ -21,7 +21,8 @@ from thresher.studies.continual.learners import (AGEM, LossSpikeScheduler, TaskA
                                                  build_learner)
 from thresher.studies.continual.loop import train_stream
 from thresher.studies.continual.memory import ClusteringMemory, ReservoirMemory, TaskRingBuffer
-from thresher.studies.continual.metrics import average_accuracy, backward_transfer, forgetting
+from thresher.studies.continual.metrics import (average_accuracy, average_incremental_accuracy,
+                                                backward_transfer, forgetting)
 from thresher.studies.continual.track import MlflowTracker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +227,10 @@ def test_metrics_by_hand():
     assert average_accuracy(R) == pytest.approx(2.0 / 3)
     assert forgetting(R) == pytest.approx(((0.9 - 0.5) + (0.8 - 0.6)) / 2)
     assert backward_transfer(R) == pytest.approx(((0.5 - 0.9) + (0.6 - 0.8)) / 2)
+    # seen-task accuracy after each phase: 0.9, (0.7 + 0.8) / 2, (0.5 + 0.6 + 0.9) / 3
+    assert average_incremental_accuracy(R) == pytest.approx((0.9 + 0.75 + 2.0 / 3) / 3)
     assert math.isnan(forgetting([[0.9, 0.8]])) and math.isnan(backward_transfer([[0.9]]))
+    assert math.isnan(average_incremental_accuracy([[0.9, 0.8]]))
 
 
 # --- config, CLI, tracking -----------------------------------------------------------------
@@ -273,8 +277,8 @@ def test_mlflow_tracker_logs_points_and_final_scores(monkeypatch):
     tracker.start("ta-agem", 3)
     tracker.point({"batch": 100, "seen": 0.8, "loss": 0.5, "memory": 30, "lr": 1e-3,
                    "accuracy": [0.9, 0.7]})
-    tracker.finish({"R": [[0.9, 0.7]], "avg_acc": 0.8, "forgetting": math.nan, "bwt": math.nan,
-                    "seconds_per_task": 1.0})
+    tracker.finish({"R": [[0.9, 0.7]], "avg_acc": 0.8, "inc_acc": math.nan,
+                    "forgetting": math.nan, "bwt": math.nan, "seconds_per_task": 1.0})
     assert ("start", "r1-ta-agem-seed3") in logged and ("params", "ta-agem") in logged
     step_metrics = [m for m in logged if m[0] == "metrics" and m[1] == 100][0][2]
     assert step_metrics["task_1_accuracy"] == 0.7 and step_metrics["memory_size"] == 30

@@ -73,7 +73,7 @@ def run(cfg: ContinualConfig, run: Run) -> dict:
             log.info("%s seed %d: average accuracy %.4f, forgetting %.4f", name, seed,
                      result["avg_acc"], result["forgetting"])
     learners = {name: {key: [r[key] for r in per_run if r["learner"] == name]
-                       for key in ("avg_acc", "forgetting", "bwt", "seconds_per_task")}
+                       for key in ("avg_acc", "inc_acc", "forgetting", "bwt", "seconds_per_task")}
                 for name in cfg.learners}
     table = results_table(learners)
     title = f"{cfg.dataset} {stream.kind}, {num_tasks} tasks, seed {cfg.seed}"

@@ -18,7 +18,8 @@ from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import BatchLoader, Normalize
 from thresher.studies.continual.config import OnlineFitConfig
 from thresher.studies.continual.learners import Learner
-from thresher.studies.continual.metrics import average_accuracy, backward_transfer, forgetting
+from thresher.studies.continual.metrics import (average_accuracy, average_incremental_accuracy,
+                                                backward_transfer, forgetting)
 from thresher.train import evaluate
 
 log = logging.getLogger("thresher.continual")
@@ -36,7 +37,8 @@ def train_stream(learner: Learner, phases: Sequence[ArrayDataset], tests: Sequen
     """Train on ``phases`` in order (one per task; a single one for ``joint``), evaluating on
     every task of ``tests`` every ``fit.testing_interval`` batches and after each phase.
 
-    Returns the accuracy matrix ``R`` (a row per phase), average accuracy, forgetting, BWT,
+    Returns the accuracy matrix ``R`` (a row per phase), average accuracy, average
+    incremental accuracy, forgetting, BWT,
     the curve (a point per interval: batch, phase, per-task and seen-task accuracy, mean loss,
     learning rate, memory size), and training seconds per phase (evaluation excluded).
     """
@@ -83,6 +85,7 @@ def train_stream(learner: Learner, phases: Sequence[ArrayDataset], tests: Sequen
                  len(phases), sum(R[-1][:seen_tasks]) / seen_tasks, phase_seconds[-1])
     if since:
         add_point(len(phases) - 1)
-    return {"R": R, "avg_acc": average_accuracy(R), "forgetting": forgetting(R),
+    return {"R": R, "avg_acc": average_accuracy(R), "inc_acc": average_incremental_accuracy(R),
+            "forgetting": forgetting(R),
             "bwt": backward_transfer(R), "phase_seconds": phase_seconds,
             "seconds_per_task": sum(phase_seconds) / len(tests), "curve": curve}

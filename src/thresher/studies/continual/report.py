@@ -21,7 +21,8 @@ from thresher.runs.store import SUMMARY_FILE, RunLookupError, RunStore
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-SCORES = (("avg_acc", "avg accuracy (%)", 100.0), ("forgetting", "forgetting (%)", 100.0),
+SCORES = (("avg_acc", "avg accuracy (%)", 100.0), ("inc_acc", "incremental acc (%)", 100.0),
+          ("forgetting", "forgetting (%)", 100.0),
           ("bwt", "BWT (%)", 100.0), ("seconds_per_task", "s / task", 1.0))
 
 
@@ -32,8 +33,8 @@ def mean_ci(values: Sequence[float], scale: float = 1.0) -> str:
 
 
 def results_table(learners: Mapping[str, Mapping[str, Sequence[float]]]) -> str:
-    """Average accuracy with paired tests against ``naive`` (same seeds), then forgetting,
-    backward transfer and training time per task."""
+    """Average accuracy with paired tests against ``naive`` (same seeds), then average
+    incremental accuracy, forgetting, backward transfer and training time per task."""
     baseline = "naive" if "naive" in learners and len(learners) > 1 else None
     accuracy = comparison_table({name: v["avg_acc"] for name, v in learners.items()},
                                 metric_name="average accuracy (%)", scale=100,
@@ -105,7 +106,8 @@ def compare(records: Sequence[Finished]) -> str:
         for name, values in record.metrics["learners"].items():
             rows.append({"run": record.name, "stream": _describe(record.metrics),
                          "learner": name,
-                         **{title: mean_ci(values[key], scale) for key, title, scale in SCORES},
+                         **{title: mean_ci(values.get(key, []), scale)
+                            for key, title, scale in SCORES},
                          "n": len(values["avg_acc"])})
     return format_table(rows)
 
@@ -137,9 +139,9 @@ def stats(records: Sequence[Finished]) -> str:
             group = pooled.setdefault((_describe(record.metrics), name),
                                       {key: [] for key, _, _ in SCORES})
             for key, _, _ in SCORES:
-                group[key] += values[key]
+                group[key] += values.get(key, [])
     rows = [{"stream": stream, "learner": name,
-             **{title: mean_ci(values[key], scale) for key, title, scale in SCORES},
+             **{title: mean_ci(values.get(key, []), scale) for key, title, scale in SCORES},
              "n": len(values["avg_acc"])}
             for (stream, name), values in pooled.items()]
     return f"{len(records)} runs: {', '.join(r.name for r in records)}\n\n" + format_table(rows)

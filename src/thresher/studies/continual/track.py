@@ -51,6 +51,7 @@ class MlflowTracker:
     def finish(self, result: dict) -> None:
         final = result["R"][-1]
         metrics = {"final_accuracy": final[-1], "average_accuracy": result["avg_acc"],
+                   "average_incremental_accuracy": result["inc_acc"],
                    "forgetting": result["forgetting"], "bwt": result["bwt"],
                    "seconds_per_task": result["seconds_per_task"]}
         self.mlflow.log_metrics({k: v for k, v in metrics.items() if not math.isnan(v)})
