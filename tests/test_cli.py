@@ -90,3 +90,10 @@ def test_mlp_on_real_mnist_reaches_97_percent_in_two_epochs(tmp_path, capsys):
                  "mnist", "--model", "mlp", "--epochs", "2"]) == 0
     summary = json.loads((tmp_path / "train" / "mnist" / "summary.json").read_text())
     assert summary["metrics"]["test_acc"] >= 0.97
+
+
+def test_study_help_names_each_value_after_its_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["robustness", "--help"])
+    text = capsys.readouterr().out
+    assert "--run RUN" in text and "--data-dir DATA_DIR" in text and "key:" not in text.lower()

@@ -39,15 +39,20 @@ def _add_study(sub: argparse._SubParsersAction, study: Study) -> None:
                            help=f"{f.help} [{f.key}]")
         else:
             p.add_argument(f.flag, dest=f"key:{f.key}", help=f"{f.help} [{f.key}]",
-                           nargs=f.nargs)
+                           nargs=f.nargs, metavar=_metavar(f.flag))
     for flag, key, text in COMMON_FLAGS:
-        p.add_argument(flag, dest=f"key:{key}", help=f"{text} [{key}]")
+        p.add_argument(flag, dest=f"key:{key}", help=f"{text} [{key}]", metavar=_metavar(flag))
     p.set_defaults(handler=lambda args: _run_study(study, args))
     if study.commands:
         actions = p.add_subparsers(dest="action", metavar="ACTION",
                                    help="optional: " + ", ".join(c.name for c in study.commands))
         for command in study.commands:
             _add_command(actions, command)
+
+
+def _metavar(flag: str) -> str:
+    """``--data-dir`` -> ``DATA_DIR`` (the default would show the internal ``key:`` dest)."""
+    return flag.lstrip("-").replace("-", "_").upper()
 
 
 def _add_command(sub: argparse._SubParsersAction, command: Command) -> None:
