@@ -59,6 +59,16 @@ def test_brightness_keeps_hue_and_saturation_and_caps_at_white():
     assert out == [255, int(100 * 255 / 200 + 1e-4), 0]
 
 
+def test_saturate_by_hand():
+    pixel = torch.tensor([200, 100, 50], dtype=torch.uint8).view(1, 3, 1, 1)
+    # V 200, S 0.75 -> 0.75 * 0.3 = 0.225; channels V * (1 - S' (V - c) / (V - min))
+    assert corrupt(pixel, "saturate", 1).flatten().tolist() == [200, 170, 155]
+    grey = torch.full((1, 3, 1, 1), 100, dtype=torch.uint8)
+    # severity 5: S' = 0 * 2.5 + 0.2; a grey pixel has hue 0, so it turns red
+    assert corrupt(grey, "saturate", 5).flatten().tolist() == [100, 80, 80]
+    assert torch.equal(corrupt(natural(2)[:, :1], "saturate", 5), natural(2)[:, :1])
+
+
 def test_gaussian_noise_has_the_preset_variance():
     out = corrupt(constant(128, n=64), "gaussian_noise", 3).float() / 255
     sigma = PRESETS["cifar"].params["gaussian_noise"][2]
@@ -196,7 +206,7 @@ def test_every_corruption_keeps_shape_dtype_is_seeded_and_grows_with_severity(na
     else:
         assert change[0] < change[2], change
     if name not in ("brightness", "contrast", "defocus_blur", "zoom_blur", "pixelate",
-                    "jpeg_compression", "gaussian_blur"):  # the deterministic ones
+                    "jpeg_compression", "gaussian_blur", "saturate"):  # the deterministic ones
         assert not torch.equal(outs[0], corrupt(x, name, 1, seed=2))
 
 

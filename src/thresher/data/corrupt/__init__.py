@@ -47,6 +47,7 @@ CORRUPTIONS: dict[str, Corruption] = {
     "jpeg_compression": digital.jpeg_compression,
     "speckle_noise": noise.speckle_noise,
     "gaussian_blur": blur.gaussian_blur,
+    "saturate": digital.saturate,
 }
 BENCHMARK = tuple(CORRUPTIONS)[:15]
 SEVERITIES = (1, 2, 3, 4, 5)

@@ -28,6 +28,26 @@ def brightness(x: torch.Tensor, amount: float, gen: torch.Generator) -> torch.Te
     return torch.where(value > 0, x * raised / value.clamp_min(1e-12), raised)
 
 
+def saturate(x: torch.Tensor, p: tuple[float, float], gen: torch.Generator) -> torch.Tensor:
+    """Set the HSV saturation to ``clip(S * scale + shift, 0, 1)`` keeping hue and value.
+
+    With hue and value V = max fixed, each channel sits a hue-given fraction k of the way from
+    V down to V * (1 - S), so it becomes V * (1 - S' k), k = (V - channel) / (V - min). A grey
+    pixel has hue 0 (red) in the HSV convention, so a positive shift tints it red, as in the
+    original. Grey-level images are returned unchanged (their red channel is V).
+    """
+    if x.shape[1] == 1:
+        return x
+    scale, shift = p
+    value, low = x.amax(1, keepdim=True), x.amin(1, keepdim=True)
+    delta = value - low
+    s = torch.where(value > 0, delta / value.clamp_min(1e-12), 0.0)
+    raised = (s * scale + shift).clamp(0, 1)
+    red = torch.tensor([0.0, 1.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    k = torch.where(delta > 0, (value - x) / delta.clamp_min(1e-12), red)
+    return value * (1 - raised * k)
+
+
 def contrast(x: torch.Tensor, factor: float, gen: torch.Generator) -> torch.Tensor:
     """Scale each channel's deviation from its own mean by ``factor``."""
     mean = x.mean(dim=(2, 3), keepdim=True)

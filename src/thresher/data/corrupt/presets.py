@@ -90,6 +90,7 @@ CIFAR = Preset("cifar", "CIFAR-10-C (make_cifar_c.py), for 32x32 images", {
     "zoom_blur": tuple(Zoom(_arange(stop, 0.01), "center")
                        for stop in (1.06, 1.11, 1.16, 1.21, 1.26)),
     "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),
+    "saturate": ((0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2)),
     "snow": tuple(Snow(*c, crop="center") for c in (
         (0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
         (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
@@ -120,6 +121,7 @@ IMAGENET = Preset("imagenet", "ImageNet-C (the imagecorruptions package), for an
     "zoom_blur": tuple(Zoom(_arange(stop, step), "corner") for stop, step in
                        ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))),
     "gaussian_blur": (1.0, 2.0, 3.0, 4.0, 6.0),
+    "saturate": ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2)),
     "snow": tuple(Snow(*c, crop="corner") for c in (
         (0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
         (0.55, 0.3, 4, 0.9, 12, 8, 0.7), (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
