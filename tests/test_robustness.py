@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from thresher.cli import main
-from thresher.data import load
+from thresher.data import DataError, load
 from thresher.data.corrupt import corrupt_dataset
 from thresher.runs.config import dump_yaml
 from thresher.studies.robustness import RobustnessConfig, corruption_errors, summarise
@@ -100,3 +100,35 @@ def test_corrupt_refuses_bad_names_before_writing(tmp_path, capsys):
                  "--corruptions", "fgo"]) == 2
     assert "unknown corruption 'fgo'; choose one of" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+def write_release(data_dir: Path, n: int = 4, dtype=np.uint8) -> np.ndarray:
+    """A small stand-in for the published CIFAR-10-C folder: severities 1-5 stacked."""
+    folder = data_dir / "CIFAR-10-C"
+    folder.mkdir(parents=True)
+    images = np.random.default_rng(0).integers(0, 256, (5 * n, 32, 32, 3)).astype(dtype)
+    np.save(folder / "fog.npy", images)
+    np.save(folder / "labels.npy", np.tile(np.arange(n, dtype=np.uint8), 5))
+    return images
+
+
+def test_published_files_are_read_by_severity_rows(tmp_path):
+    images = write_release(tmp_path)
+    fog3 = load("cifar10-c:fog:3", "test", data_dir=tmp_path)
+    assert np.array_equal(fog3.images.permute(0, 2, 3, 1).numpy(), images[8:12])
+    assert fog3.labels.tolist() == [0, 1, 2, 3] and fog3.meta["source"] == "official"
+    assert fog3.name == "cifar10-c:fog:3"
+
+
+def test_malformed_published_files_are_named(tmp_path):
+    write_release(tmp_path, dtype=np.float32)
+    with pytest.raises(DataError, match=r"fog.npy: expected uint8 \(5 N, H, W, C\)"):
+        load("cifar10-c:fog:1", "test", data_dir=tmp_path)
+
+
+def test_official_source_without_files_or_with_other_constants_fails(trained, capsys):
+    assert robustness(trained, "--run", "train/base", "--source", "official") == 2
+    assert "no published contrast files for digits" in capsys.readouterr().err
+    assert robustness(trained, "--run", "train/base", "--source", "official",
+                      "--preset", "imagenet") == 2
+    assert "source 'official' means the published files" in capsys.readouterr().err

@@ -17,6 +17,7 @@ import argparse
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 
 from thresher.data import ArrayDataset, DataError, load
-from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, PRESETS, SEVERITIES, check,
-                                   corrupt_dataset, get_preset)
+from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, OFFICIAL_FOLDERS, PRESETS, SEVERITIES,
+                                   check, corrupt_dataset, get_preset, official_split)
 from thresher.data.pipeline import Normalize
 from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.report import format_table
@@ -52,6 +53,9 @@ class RobustnessConfig:
     seed: int = 0  # fixes the corruptions' random draws
     batch_size: int = 1000
     limit: int = 0  # evaluate on `limit` evenly spaced test images only (0: all), quick looks
+    # auto: the published files (e.g. <data>/CIFAR-10-C/) where present, for the cifar preset at
+    # seed 0 (what they are), else generated; generated: always; official: the files or an error
+    source: str = "auto"
 
     def validate(self) -> None:
         check_positive("limit", self.limit, allow_zero=True)
@@ -64,9 +68,14 @@ class RobustnessConfig:
         if not self.corruptions or not self.severities:
             raise ConfigError("corruptions and severities must not be empty")
         check_choice("preset", self.preset, list(PRESETS))
+        check_choice("source", self.source, list(SOURCES))
+        if self.source == "official" and (self.preset != "cifar" or self.seed != 0):
+            raise ConfigError(f"source 'official' means the published files, made with preset "
+                              f"'cifar' at seed 0; got preset {self.preset!r}, seed {self.seed}")
 
 
 Model = tuple[torch.nn.Module, Normalize, dict]
+SOURCES = ("auto", "generated", "official")
 
 
 def run(cfg: RobustnessConfig, run: Run) -> dict:
@@ -77,11 +86,33 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
     models = _load_models(cfg.checkpoint, folder, device)
     dataset = cfg.dataset or models[0][2]["dataset"]
     test = load(dataset, "test", data_dir=cfg.data_dir)
+    full, rows = len(test), torch.arange(len(test))
     if 0 < cfg.limit < len(test):  # evenly spaced: class-sorted splits keep every class
-        test = test.subset(torch.arange(cfg.limit) * len(test) // cfg.limit)
+        rows = torch.arange(cfg.limit) * len(test) // cfg.limit
+        test = test.subset(rows)
     test = test.to(device)
-    result = _evaluate_all(models, test, cfg)
+    sources: set[str] = set()
+
+    def cell(name: str, severity: int) -> ArrayDataset:
+        """One corrupted test split: the published rows when wanted and present."""
+        if cfg.source != "generated" and cfg.preset == "cifar" and cfg.seed == 0:
+            published = official_split(dataset, name, severity, cfg.data_dir)
+            if published is not None:
+                if len(published) != full:
+                    raise DataError(f"{published.meta['files'][0]} holds {len(published)} images "
+                                    f"per severity; the {dataset} test split has {full}")
+                sources.add("official")
+                return published.subset(rows).to(device)
+        if cfg.source == "official":
+            raise DataError(f"no published {name} files for {dataset} in the data folder "
+                            f"(expected {OFFICIAL_FOLDERS.get(dataset, dataset + '-C')}/{name}.npy "
+                            "and labels.npy)")
+        sources.add("generated")
+        return corrupt_dataset(test, name, severity, cfg.preset, cfg.seed)
+
+    result = _evaluate_all(models, test, cell, cfg)
     result.update(dataset=dataset, preset=cfg.preset, seed=cfg.seed, test_images=len(test),
+                  source="+".join(sorted(sources)),
                   checkpoints=[m[2]["path"] for m in models])
     if reference_dir is not None:
         reference = _reference_result(reference_dir, cfg, test, device)
@@ -116,7 +147,8 @@ def _load_models(checkpoint: str | None, folder: Path | None,
     return models
 
 
-def _evaluate_all(models: list[Model], test: ArrayDataset, cfg: RobustnessConfig) -> dict:
+def _evaluate_all(models: list[Model], test: ArrayDataset,
+                  cell: Callable[[str, int], ArrayDataset], cfg: RobustnessConfig) -> dict:
     """Accuracy (mean over the checkpoints) on the clean split and on every cell."""
     def accuracy(data: ArrayDataset) -> float:
         return float(np.mean([evaluate(m, data, normalize=n, batch_size=cfg.batch_size)
@@ -126,8 +158,7 @@ def _evaluate_all(models: list[Model], test: ArrayDataset, cfg: RobustnessConfig
     grid: dict[str, dict[int, float]] = {}
     for name in cfg.corruptions:
         started = time.perf_counter()
-        grid[name] = {s: accuracy(corrupt_dataset(test, name, s, cfg.preset, cfg.seed))
-                      for s in cfg.severities}
+        grid[name] = {s: accuracy(cell(name, s)) for s in cfg.severities}
         log.info("%-18s %s  (%.0f s)", name,
                  " ".join(f"{100 * a:5.1f}" for a in grid[name].values()),
                  time.perf_counter() - started)
@@ -237,6 +268,7 @@ register_study(Study(
         Flag("--corruptions", "corruptions", "corruption names", nargs="+"),
         Flag("--severities", "severities", "severities 1-5", nargs="+"),
         Flag("--preset", "preset", "corruption constants: cifar or imagenet"),
+        Flag("--source", "source", "auto, generated or official (the published .npy files)"),
     ),
 ))
 

@@ -7,7 +7,9 @@ as the published datasets were (``np.uint8`` of floats in [0, 255]). Randomness 
 generator seeded by (seed, corruption, severity, chunk index), so a seed fixes the output.
 
 `corrupt_dataset` does the same for an `ArrayDataset`; `load("cifar10-c:fog:3", "test")` is the
-corrupted test split generated from the base dataset and cached like any decoded split.
+corrupted test split: read from the published release when its folder is in the data folder
+(``CIFAR-10-C/fog.npy`` + ``labels.npy``, see `official_split`), otherwise generated from the base
+dataset with the ``cifar`` constants and cached like any decoded split.
 """
 
 from __future__ import annotations
@@ -53,10 +55,11 @@ BENCHMARK = tuple(CORRUPTIONS)[:15]
 SEVERITIES = (1, 2, 3, 4, 5)
 CHUNK_VALUES = 1 << 22  # values per chunk: 1365 CIFAR images, ~50 MB per float copy
 VERSION = 2  # bump when an output changes, to orphan cached corrupted splits
+OFFICIAL_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}  # as the releases unpack
 NAME = re.compile(r"(?P<base>.+?)-c:(?P<corruption>[^:]*):(?P<severity>[^:]*)", re.IGNORECASE)
 
 __all__ = ["BENCHMARK", "CORRUPTIONS", "PRESETS", "SEVERITIES", "corrupt", "corrupt_dataset",
-           "get_preset", "load_corrupted", "parse_corrupted_name"]
+           "get_preset", "load_corrupted", "official_split", "parse_corrupted_name"]
 
 
 def get_preset(preset: str | Preset) -> Preset:
@@ -124,14 +127,55 @@ def parse_corrupted_name(name: str) -> tuple[str, str, int] | None:
     return match["base"], match["corruption"].lower(), int(severity)
 
 
+def official_split(base: str, corruption: str, severity: int,
+                   data_dir: str | Path | None = None) -> ArrayDataset | None:
+    """One severity of the published corrupted test set, or None when its files are absent.
+
+    The releases (and `thresher corrupt`) store ``<corruption>.npy`` as uint8 ``(5 N, H, W, C)``,
+    severities 1-5 stacked, beside ``labels.npy``; only the requested rows are read.
+    """
+    from thresher.data.sources import load, resolve_data_dir
+
+    check(corruption, severity)
+    if base.lower() not in OFFICIAL_FOLDERS:
+        return None
+    folder = resolve_data_dir(data_dir) / OFFICIAL_FOLDERS[base.lower()]
+    images_file, labels_file = folder / f"{corruption}.npy", folder / "labels.npy"
+    if not images_file.is_file():
+        return None
+    if not labels_file.is_file():
+        raise DataError(f"{folder} has {images_file.name} but no labels.npy")
+    images, labels = np.load(images_file, mmap_mode="r"), np.load(labels_file, mmap_mode="r")
+    if (images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] not in (1, 3)
+            or len(images) != len(labels) or len(images) % 5):
+        raise DataError(f"{images_file}: expected uint8 (5 N, H, W, C) beside {len(labels)} "
+                        f"labels, found {images.dtype} {images.shape}")
+    n = len(images) // 5
+    rows = slice((severity - 1) * n, severity * n)
+    x = torch.from_numpy(np.array(images[rows])).permute(0, 3, 1, 2).contiguous()
+    y = torch.from_numpy(np.asarray(labels[rows], dtype=np.int64))
+    try:  # class names from the clean split when it is at hand
+        classes = load(base, "test", data_dir, download=False).classes
+    except DataError:
+        classes = [str(i) for i in range(int(y.max()) + 1)]
+    meta = {"corruption": corruption, "severity": severity, "source": "official",
+            "files": [str(images_file), str(labels_file)]}
+    return ArrayDataset(x, y, list(classes), f"{base.lower()}-c:{corruption}:{severity}", meta)
+
+
 def load_corrupted(base: str, corruption: str, severity: int, split: str = "test",
                    data_dir: str | Path | None = None, download: bool = True,
                    preset: str = "cifar", seed: int = 0, **options) -> ArrayDataset:
-    """One split of ``base`` corrupted, generated once and then served from the data cache."""
+    """One split of ``base`` corrupted: the published files when present (test split, ``cifar``
+    constants, seed 0, which is what they are), else generated once and served from the cache."""
     from thresher.data.sources import get_source, load, resolve_data_dir
 
     check(corruption, severity)
     spec = get_preset(preset)
+    if split == "test" and spec.name == "cifar" and seed == 0 and not options:
+        published = official_split(base, corruption, severity, data_dir)
+        if published is not None:
+            return published
     clean = load(base, split, data_dir, download, **options)
     if not get_source(base).cached:
         return corrupt_dataset(clean, corruption, severity, spec, seed)
