@@ -327,3 +327,23 @@ def test_same_seed_same_results(tmp_path):
     runs = [json.loads((tmp_path / "continual" / n / "summary.json").read_text())
             ["metrics"]["runs"] for n in ("x", "y")]
     assert [r["R"] for r in runs[0]] == [r["R"] for r in runs[1]]
+
+
+def test_mlflow_local_store_holds_every_learner_and_seed(tmp_path, monkeypatch):
+    """The real package, where installed (the `mlflow` extra): runs written to the default
+    local store and read back through MLflow's own client."""
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    assert continual(tmp_path, "--learners", "naive", "ta-agem", "--runs", "2", "--track",
+                     "mlflow", "--name", "m") == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("thresher-continual")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == [
+        "m-naive-seed0", "m-naive-seed1", "m-ta-agem-seed0", "m-ta-agem-seed1"]
+    for r in runs:
+        assert 0 <= r.data.metrics["average_accuracy"] <= 1
+        assert r.data.params["learner"] in ("naive", "ta-agem")
+        history = client.get_metric_history(r.info.run_id, "overall_accuracy")
+        assert len(history) >= 2 and history[0].step < history[-1].step

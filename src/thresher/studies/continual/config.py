@@ -130,7 +130,7 @@ class ContinualConfig:
     learners: list[str] = field(default_factory=lambda: ["naive", "er", "agem", "ta-agem"])
     lite: bool = False  # quick check: 2 tasks of at most 1000 training / 500 test images
     track: Literal["none", "mlflow"] = "none"
-    mlflow_uri: str | None = None  # None: a local file store in ./mlruns (no server)
+    mlflow_uri: str | None = None  # None: a local SQLite store ./mlflow.db (no server)
     stream: StreamConfig = field(default_factory=StreamConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)

@@ -1,9 +1,13 @@
 """Optional MLflow mirror of continual runs (``--track mlflow``).
 
-One MLflow run per learner and seed, in a local file store by default (no server): the config
-as parameters; every testing interval the accuracy on seen tasks, the mean loss, the memory size,
-the learning rate and each task's accuracy; at the end the final accuracy (on the last task),
-the average accuracy over all tasks, forgetting and BWT. mlflow is imported only here, only when asked for.
+One MLflow run per learner and seed: the config as parameters; every testing interval the
+accuracy on seen tasks, the mean loss, the memory size, the learning rate and each task's
+accuracy; at the end the final accuracy (on the last task), the average and average incremental
+accuracy, forgetting and BWT. mlflow is imported only here, only when asked for.
+
+The default store is a local SQLite file, ``./mlflow.db`` (no server; view it with ``mlflow ui
+--backend-store-uri sqlite:///mlflow.db``): current MLflow refuses the older ``./mlruns`` file
+store unless MLFLOW_ALLOW_FILE_STORE=true is set.
 """
 
 from __future__ import annotations
@@ -33,8 +37,12 @@ class MlflowTracker:
             raise RuntimeError("track 'mlflow' needs the mlflow package: "
                                "pip install 'thresher[mlflow]'") from None
         self.mlflow = mlflow
-        mlflow.set_tracking_uri(uri or Path("mlruns").resolve().as_uri())
-        mlflow.set_experiment("thresher-continual")
+        mlflow.set_tracking_uri(uri or f"sqlite:///{Path('mlflow.db').resolve()}")
+        try:
+            mlflow.set_experiment("thresher-continual")
+        except mlflow.exceptions.MlflowException as e:
+            raise RuntimeError(f"MLflow refused the tracking store {mlflow.get_tracking_uri()}: "
+                               f"{str(e).splitlines()[0]}") from e
         self.params = {k: str(v) for k, v in _flatten(config_to_dict(cfg)).items()}
         self.run_name = run_name
 
