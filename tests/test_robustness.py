@@ -132,3 +132,15 @@ def test_official_source_without_files_or_with_other_constants_fails(trained, ca
     assert robustness(trained, "--run", "train/base", "--source", "official",
                       "--preset", "imagenet") == 2
     assert "source 'official' means the published files" in capsys.readouterr().err
+
+
+def test_missing_frost_photos_fail_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("THRESHER_FROST_DIR", str(tmp_path / "empty"))
+    assert main(["robustness", "--runs-dir", str(tmp_path), "--run", "x", "--corruptions",
+                 "fog", "frost"]) == 2
+    assert "frost needs the frost photographs" in capsys.readouterr().err
+    assert not (tmp_path / "robustness").exists()
+    assert main(["corrupt", "--dataset", "synthetic", "--out", str(tmp_path / "o"),
+                 "--corruptions", "fog", "frost"]) == 2
+    assert "frost needs the frost photographs" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 
 from thresher.data import ArrayDataset, DataError, load
 from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, OFFICIAL_FOLDERS, PRESETS, SEVERITIES,
-                                   check, corrupt_dataset, get_preset, official_split)
+                                   check, check_resources, corrupt_dataset, get_preset,
+                                   official_split)
 from thresher.data.pipeline import Normalize
 from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.report import format_table
@@ -72,6 +73,11 @@ class RobustnessConfig:
         if self.source == "official" and (self.preset != "cifar" or self.seed != 0):
             raise ConfigError(f"source 'official' means the published files, made with preset "
                               f"'cifar' at seed 0; got preset {self.preset!r}, seed {self.seed}")
+        if self.source != "official":  # not an hour in: frost's photos are checked up front
+            try:
+                check_resources(self.corruptions)
+            except DataError as e:
+                raise ConfigError(f"{e}; or leave frost out of --corruptions") from None
 
 
 Model = tuple[torch.nn.Module, Normalize, dict]
@@ -294,6 +300,7 @@ def _corrupt(args: argparse.Namespace) -> int:
         for severity in args.severities:
             check(name, severity)
     get_preset(args.preset)
+    check_resources(args.corruptions)
     out = Path(args.out)
     data = load(args.dataset, args.split, data_dir=args.data_dir).to(choose_device(args.device))
     started = time.perf_counter()

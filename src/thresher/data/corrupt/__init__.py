@@ -58,7 +58,8 @@ VERSION = 2  # bump when an output changes, to orphan cached corrupted splits
 OFFICIAL_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}  # as the releases unpack
 NAME = re.compile(r"(?P<base>.+?)-c:(?P<corruption>[^:]*):(?P<severity>[^:]*)", re.IGNORECASE)
 
-__all__ = ["BENCHMARK", "CORRUPTIONS", "PRESETS", "SEVERITIES", "corrupt", "corrupt_dataset",
+__all__ = ["BENCHMARK", "CORRUPTIONS", "PRESETS", "SEVERITIES", "check_resources", "corrupt",
+           "corrupt_dataset",
            "get_preset", "load_corrupted", "official_split", "parse_corrupted_name"]
 
 
@@ -78,6 +79,12 @@ def check(name: str, severity: int) -> None:
     if severity not in SEVERITIES:
         raise DataError(f"severity must be one of {', '.join(map(str, SEVERITIES))}, "
                         f"got {severity!r}")
+
+
+def check_resources(names: list[str] | tuple[str, ...]) -> None:
+    """Fail before any work when a corruption needs files that are missing (frost's photos)."""
+    if "frost" in names:
+        weather.frost_dir()
 
 
 def corrupt(images: torch.Tensor, name: str, severity: int, preset: str | Preset = "cifar",
