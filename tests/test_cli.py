@@ -97,3 +97,24 @@ def test_study_help_names_each_value_after_its_flag(capsys):
         main(["robustness", "--help"])
     text = capsys.readouterr().out
     assert "--run RUN" in text and "--data-dir DATA_DIR" in text and "key:" not in text.lower()
+
+
+def test_sigterm_records_the_run_as_interrupted(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "thresher.cli", "-q", "train", "--runs-dir",
+                             str(tmp_path), "--name", "long", "--epochs", "100000"],
+                            stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "train" / "long"
+    deadline = time.monotonic() + 60
+    while not (run_dir / "config.yaml").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the training loop
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143 and "interrupted" in err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from typing import Sequence
 
 from thresher.data import DataError
@@ -146,6 +148,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's time limit or preemption), handled like Ctrl-C so the run in
+    progress is recorded as interrupted instead of vanishing."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated(f"signal {signal.Signals(signum).name}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -156,14 +167,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("thresher").setLevel(logging.WARNING if args.quiet else
                                            logging.DEBUG if args.verbose else logging.INFO)
     handler = getattr(args, "command_handler", None) or args.handler
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return handler(args)
     except (ConfigError, DataError, RunLookupError, ValueError, FileNotFoundError) as e:
         print(f"thresher: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("thresher: interrupted (the run is recorded as interrupted)", file=sys.stderr)
-        return 130
+        return 143 if isinstance(e, Terminated) else 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
