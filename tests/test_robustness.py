@@ -69,6 +69,26 @@ def test_a_run_as_its_own_reference_has_mce_one(trained, capsys):
     assert "CE" in capsys.readouterr().out
 
 
+def test_a_train_run_as_reference_is_evaluated_on_the_same_splits(trained):
+    assert robustness(trained, "--run", "train/base", "--reference", "train/base",
+                      "--name", "r4") == 0
+    result = json.loads((trained / "robustness" / "r4" / "robustness.json").read_text())
+    assert result["mce"] == pytest.approx(1.0) and "partial" not in result
+
+
+def test_a_reference_without_every_cell_fails_before_work(trained, capsys):
+    assert robustness(trained, "--run", "train/base", "--name", "r5") == 0
+    assert robustness(trained, "--run", "train/base", "--reference", "robustness/r5",
+                      "--corruptions", "fog", "--name", "r6") == 2
+    assert "has no accuracy for fog 1, fog 5" in capsys.readouterr().err
+    saved = trained / "robustness" / "r5" / "robustness.json"
+    saved.write_text(json.dumps({"partial": True, "clean_accuracy": 0.9,
+                                 "accuracy": {"contrast": {"1": 0.8}}}))
+    assert robustness(trained, "--run", "train/base", "--reference", "robustness/r5",
+                      "--name", "r7") == 2
+    assert "did not finish: its robustness.json holds only contrast" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     ([], "give exactly one of run"),
     (["--run", "x", "--corruptions", "mist"], "corruptions must be one of"),

@@ -88,6 +88,7 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
     device = choose_device(cfg.device)
     run.device = str(device)
     reference_dir = run.store.get(cfg.reference).path if cfg.reference else None  # fail early
+    reference = _saved_reference(reference_dir, cfg) if reference_dir is not None else None
     folder = run.store.get(cfg.run).path if cfg.run else None
     models = _load_models(cfg.checkpoint, folder, device)
     dataset = cfg.dataset or models[0][2]["dataset"]
@@ -116,12 +117,19 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
         sources.add("generated")
         return corrupt_dataset(test, name, severity, cfg.preset, cfg.seed)
 
-    result = _evaluate_all(models, test, cell, cfg)
+    def save_partial(clean: float, grid: dict) -> None:  # an interrupted run keeps its rows
+        run.save_json("robustness.json", {"partial": True, "clean_accuracy": clean,
+                                          "accuracy": grid})
+
+    result = _evaluate_all(models, test, cell, cfg, save_partial)
     result.update(dataset=dataset, preset=cfg.preset, seed=cfg.seed, test_images=len(test),
                   source="+".join(sorted(sources)),
                   checkpoints=[m[2]["path"] for m in models])
     if reference_dir is not None:
-        reference = _reference_result(reference_dir, cfg, test, device)
+        if reference is None:  # a train run: its checkpoints on the same corrupted splits
+            ref_models = _load_models(None, reference_dir, device)
+            reference = {**_evaluate_all(ref_models, test, cell, cfg),
+                         "checkpoints": [m[2]["path"] for m in ref_models]}
         result.update(corruption_errors(result, reference))
         result["reference"] = {k: reference[k] for k in ("clean_accuracy", "accuracy",
                                                           "checkpoints") if k in reference}
@@ -154,8 +162,10 @@ def _load_models(checkpoint: str | None, folder: Path | None,
 
 
 def _evaluate_all(models: list[Model], test: ArrayDataset,
-                  cell: Callable[[str, int], ArrayDataset], cfg: RobustnessConfig) -> dict:
-    """Accuracy (mean over the checkpoints) on the clean split and on every cell."""
+                  cell: Callable[[str, int], ArrayDataset], cfg: RobustnessConfig,
+                  on_row: Callable[[float, dict], None] | None = None) -> dict:
+    """Accuracy (mean over the checkpoints) on the clean split and on every cell; ``on_row``
+    sees the grid after each corruption."""
     def accuracy(data: ArrayDataset) -> float:
         return float(np.mean([evaluate(m, data, normalize=n, batch_size=cfg.batch_size)
                               ["accuracy"] for m, n, _ in models]))
@@ -168,6 +178,8 @@ def _evaluate_all(models: list[Model], test: ArrayDataset,
         log.info("%-18s %s  (%.0f s)", name,
                  " ".join(f"{100 * a:5.1f}" for a in grid[name].values()),
                  time.perf_counter() - started)
+        if on_row is not None:
+            on_row(clean, grid)
     return summarise(clean, grid)
 
 
@@ -202,17 +214,23 @@ def corruption_errors(result: dict, reference: dict) -> dict:
             "relative_ce": rel, "relative_mce": float(np.mean(list(rel.values())))}
 
 
-def _reference_result(folder: Path, cfg: RobustnessConfig, test: ArrayDataset,
-                      device: torch.device) -> dict:
-    """A robustness run's saved grid, else the reference train run evaluated here."""
+def _saved_reference(folder: Path, cfg: RobustnessConfig) -> dict | None:
+    """A finished robustness run's grid (None for a train run), checked to cover every cell."""
     saved = folder / "robustness.json"
-    if saved.is_file():
-        data = json.loads(saved.read_text())
-        data["accuracy"] = {c: {int(s): a for s, a in row.items()}
-                            for c, row in data["accuracy"].items()}
-        return data
-    models = _load_models(None, folder, device)
-    return {**_evaluate_all(models, test, cfg), "checkpoints": [m[2]["path"] for m in models]}
+    if not saved.is_file():
+        return None
+    data = json.loads(saved.read_text())
+    if data.get("partial"):
+        raise ValueError(f"reference {folder} did not finish: its robustness.json holds only "
+                         f"{', '.join(data['accuracy']) or 'no corruptions'}")
+    data["accuracy"] = {c: {int(s): a for s, a in row.items()}
+                        for c, row in data["accuracy"].items()}
+    missing = [f"{c} {s}" for c in cfg.corruptions for s in cfg.severities
+               if s not in data["accuracy"].get(c, {})]
+    if missing:
+        raise DataError(f"reference {folder} has no accuracy for {', '.join(missing[:5])}"
+                        f"{' ...' if len(missing) > 5 else ''}")
+    return data
 
 
 def robustness_table(result: dict) -> str:
