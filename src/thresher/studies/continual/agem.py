@@ -50,4 +50,4 @@ def project(g: torch.Tensor, g_ref: torch.Tensor, eps: float = 1e-12) -> torch.T
     order.
     """
     coef = torch.dot(g, g_ref).clamp(max=0.0) / torch.dot(g_ref, g_ref).clamp(min=eps)
-    return g.sub_(g_ref * coef)
+    return g.addcmul_(g_ref, coef, value=-1)

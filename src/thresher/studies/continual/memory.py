@@ -59,7 +59,7 @@ class ReservoirMemory:
         idx = _subset(size, n, self.generator, self.x.device)
         if idx is None:
             return self.x[:size].view(-1, *self.shape), self.y[:size]
-        return self.x[idx].view(-1, *self.shape), self.y[idx]
+        return self.x.index_select(0, idx).view(-1, *self.shape), self.y.index_select(0, idx)
 
 
 class TaskRingBuffer:
@@ -105,7 +105,8 @@ class TaskRingBuffer:
         idx = _subset(size, n, self.generator, self.past_x.device)
         if idx is None:
             return self.past_x.view(-1, *self.shape), self.past_y
-        return self.past_x[idx].view(-1, *self.shape), self.past_y[idx]
+        return (self.past_x.index_select(0, idx).view(-1, *self.shape),
+                self.past_y.index_select(0, idx))
 
 
 class ClusteringMemory:
@@ -219,5 +220,5 @@ class ClusteringMemory:
             return None
         idx = _subset(size, n, self.generator, self.x.device)
         flat = self._occupied if idx is None else self._occupied[idx]
-        x = self.x.view(-1, self.x.shape[-1])[flat]
-        return x.view(-1, *self.shape), self.y.view(-1)[flat]
+        x = self.x.view(-1, self.x.shape[-1]).index_select(0, flat)
+        return x.view(-1, *self.shape), self.y.view(-1).index_select(0, flat)
