@@ -299,6 +299,24 @@ def _record_from_row(row: sqlite3.Row) -> RunRecord:
         metrics=json.loads(row["metrics_json"] or "{}"))
 
 
+def _use_wal(con: sqlite3.Connection, attempts: int = 300) -> None:
+    """Put the database in WAL mode (readers and writers then don't block each other).
+
+    Switching needs a moment of exclusive access and SQLite reports "database is locked" at once
+    instead of waiting, which two processes creating the store together do hit; so retry. The
+    mode persists in the file: afterwards the first check finds it set.
+    """
+    for attempt in range(attempts):
+        try:
+            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                con.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == attempts - 1:
+                raise
+            time.sleep(0.01 + secrets.randbelow(20) / 1000)  # jitter: the two do not retry in step
+
+
 class RunStore:
     """All runs under one root directory (default ``$THRESHER_RUNS`` or ``./runs``)."""
 
@@ -348,7 +366,7 @@ class RunStore:
         con = sqlite3.connect(self.db_path, timeout=60)
         con.row_factory = sqlite3.Row
         try:
-            con.execute("PRAGMA journal_mode=WAL")  # readers and writers don't block each other
+            _use_wal(con)
             con.execute(_SCHEMA)
             with con:  # one transaction, committed on success
                 yield con
