@@ -90,7 +90,10 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
     reference_dir = run.store.get(cfg.reference).path if cfg.reference else None  # fail early
     reference = _saved_reference(reference_dir, cfg) if reference_dir is not None else None
     folder = run.store.get(cfg.run).path if cfg.run else None
-    models = _load_models(cfg.checkpoint, folder, device)
+    groups = {"model": _load_models(cfg.checkpoint, folder, device)}
+    if reference_dir is not None and reference is None:  # a train run: evaluated alongside
+        groups["reference"] = _load_models(None, reference_dir, device)
+    models = groups["model"]
     dataset = cfg.dataset or models[0][2]["dataset"]
     test = load(dataset, "test", data_dir=cfg.data_dir)
     full, rows = len(test), torch.arange(len(test))
@@ -121,15 +124,15 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
         run.save_json("robustness.json", {"partial": True, "clean_accuracy": clean,
                                           "accuracy": grid})
 
-    result = _evaluate_all(models, test, cell, cfg, save_partial)
+    results = _evaluate_all(groups, test, cell, cfg, save_partial)
+    result = results["model"]
     result.update(dataset=dataset, preset=cfg.preset, seed=cfg.seed, test_images=len(test),
                   source="+".join(sorted(sources)),
                   checkpoints=[m[2]["path"] for m in models])
     if reference_dir is not None:
-        if reference is None:  # a train run: its checkpoints on the same corrupted splits
-            ref_models = _load_models(None, reference_dir, device)
-            reference = {**_evaluate_all(ref_models, test, cell, cfg),
-                         "checkpoints": [m[2]["path"] for m in ref_models]}
+        if reference is None:
+            reference = {**results["reference"],
+                         "checkpoints": [m[2]["path"] for m in groups["reference"]]}
         result.update(corruption_errors(result, reference))
         result["reference"] = {k: reference[k] for k in ("clean_accuracy", "accuracy",
                                                           "checkpoints") if k in reference}
@@ -161,26 +164,30 @@ def _load_models(checkpoint: str | None, folder: Path | None,
     return models
 
 
-def _evaluate_all(models: list[Model], test: ArrayDataset,
+def _evaluate_all(groups: dict[str, list[Model]], test: ArrayDataset,
                   cell: Callable[[str, int], ArrayDataset], cfg: RobustnessConfig,
-                  on_row: Callable[[float, dict], None] | None = None) -> dict:
-    """Accuracy (mean over the checkpoints) on the clean split and on every cell; ``on_row``
-    sees the grid after each corruption."""
-    def accuracy(data: ArrayDataset) -> float:
+                  on_row: Callable[[float, dict], None] | None = None) -> dict[str, dict]:
+    """Per group of checkpoints (the model, maybe a reference), the accuracy (mean over the
+    group) on the clean split and on every cell, each cell built once for all groups.
+    ``on_row`` sees the model's grid after each corruption."""
+    def accuracy(models: list[Model], data: ArrayDataset) -> float:
         return float(np.mean([evaluate(m, data, normalize=n, batch_size=cfg.batch_size)
                               ["accuracy"] for m, n, _ in models]))
 
-    clean = accuracy(test)
-    grid: dict[str, dict[int, float]] = {}
+    clean = {g: accuracy(models, test) for g, models in groups.items()}
+    grids: dict[str, dict[str, dict[int, float]]] = {g: {} for g in groups}
     for name in cfg.corruptions:
         started = time.perf_counter()
-        grid[name] = {s: accuracy(cell(name, s)) for s in cfg.severities}
+        for severity in cfg.severities:
+            data = cell(name, severity)
+            for g, models in groups.items():
+                grids[g].setdefault(name, {})[severity] = accuracy(models, data)
         log.info("%-18s %s  (%.0f s)", name,
-                 " ".join(f"{100 * a:5.1f}" for a in grid[name].values()),
+                 " ".join(f"{100 * a:5.1f}" for a in grids["model"][name].values()),
                  time.perf_counter() - started)
         if on_row is not None:
-            on_row(clean, grid)
-    return summarise(clean, grid)
+            on_row(clean["model"], grids["model"])
+    return {g: summarise(clean[g], grids[g]) for g in groups}
 
 
 def summarise(clean: float, grid: dict[str, dict[int, float]]) -> dict:
