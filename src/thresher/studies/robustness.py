@@ -53,7 +53,9 @@ class RobustnessConfig:
     device: str = "auto"
     seed: int = 0  # fixes the corruptions' random draws
     batch_size: int = 1000
-    limit: int = 0  # evaluate on `limit` evenly spaced test images only (0: all), quick looks
+    # evaluate on `limit` evenly spaced test images only (0: all), for quick looks; generated
+    # cells are then drawn for the subset, so random corruptions differ from the full set's rows
+    limit: int = 0
     # auto: the published files (e.g. <data>/CIFAR-10-C/) where present, for the cifar preset at
     # seed 0 (what they are), else generated; generated: always; official: the files or an error
     source: str = "auto"
