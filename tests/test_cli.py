@@ -118,3 +118,24 @@ def test_sigterm_records_the_run_as_interrupted(tmp_path):
     assert proc.returncode == 143 and "interrupted" in err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]
+
+
+def test_sigterm_inside_a_finaliser_is_retried_not_swallowed():
+    import signal
+    import sys
+
+    from thresher.cli import Terminated, _terminate
+
+    def __del__():  # a frame where Python would swallow a raised exception
+        return sys._getframe()
+
+    previous = signal.getsignal(signal.SIGALRM)
+    try:
+        assert _terminate(signal.SIGTERM, __del__()) is None
+        assert signal.getsignal(signal.SIGALRM) is _terminate
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 0  # the retry is armed
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    with pytest.raises(Terminated, match="SIGTERM"):
+        _terminate(signal.SIGTERM, sys._getframe())

@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+from types import FrameType
 from typing import Sequence
 
 from thresher.data import DataError
@@ -153,8 +154,15 @@ class Terminated(KeyboardInterrupt):
     progress is recorded as interrupted instead of vanishing."""
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated(f"signal {signal.Signals(signum).name}")
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    """Raise `Terminated` where the main thread is, unless that is inside an import or a
+    finaliser, where Python would print and swallow the exception: then retry in 50 ms."""
+    code = frame.f_code if frame is not None else None
+    if code is not None and (code.co_filename.startswith("<frozen") or code.co_name == "__del__"):
+        signal.signal(signal.SIGALRM, _terminate)
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        return
+    raise Terminated("signal SIGTERM")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                            logging.DEBUG if args.verbose else logging.INFO)
     handler = getattr(args, "command_handler", None) or args.handler
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    if in_main_thread:
+        previous = signal.signal(signal.SIGTERM, _terminate), signal.getsignal(signal.SIGALRM)
     try:
         return handler(args)
     except (ConfigError, DataError, RunLookupError, ValueError, FileNotFoundError) as e:
@@ -179,7 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 143 if isinstance(e, Terminated) else 130
     finally:
         if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+            if signal.getsignal(signal.SIGALRM) is _terminate:  # a retry still pending
+                signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGTERM, previous[0])
+            signal.signal(signal.SIGALRM, previous[1])
 
 
 if __name__ == "__main__":
