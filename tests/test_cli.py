@@ -114,7 +114,12 @@ def test_sigterm_records_the_run_as_interrupted(tmp_path):
         time.sleep(0.1)
     time.sleep(0.5)  # into the training loop
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    try:
+        _, err = proc.communicate(timeout=60)
+    finally:  # never leave a 100000-epoch run behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == 143 and "interrupted" in err
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "interrupted" and "SIGTERM" in summary["error"]
