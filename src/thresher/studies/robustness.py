@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from thresher.data import ArrayDataset, DataError, load
 from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, OFFICIAL_FOLDERS, PRESETS, SEVERITIES,
                                    check, check_resources, corrupt_dataset, get_preset,
-                                   official_split)
+                                   is_release, official_split)
 from thresher.data.pipeline import Normalize
 from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.report import format_table
@@ -72,7 +72,7 @@ class RobustnessConfig:
             raise ConfigError("corruptions and severities must not be empty")
         check_choice("preset", self.preset, list(PRESETS))
         check_choice("source", self.source, list(SOURCES))
-        if self.source == "official" and (self.preset != "cifar" or self.seed != 0):
+        if self.source == "official" and not is_release(self.preset, self.seed):
             raise ConfigError(f"source 'official' means the published files, made with preset "
                               f"'cifar' at seed 0; got preset {self.preset!r}, seed {self.seed}")
         if self.source != "official":  # not an hour in: frost's photos are checked up front
@@ -107,8 +107,8 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
 
     def cell(name: str, severity: int) -> ArrayDataset:
         """One corrupted test split: the published rows when wanted and present."""
-        if cfg.source != "generated" and cfg.preset == "cifar" and cfg.seed == 0:
-            published = official_split(dataset, name, severity, cfg.data_dir)
+        if cfg.source != "generated" and is_release(cfg.preset, cfg.seed):
+            published = official_split(dataset, name, severity, cfg.data_dir, test.classes)
             if published is not None:
                 if len(published) != full:
                     raise DataError(f"{published.meta['files'][0]} holds {len(published)} images "

@@ -60,7 +60,8 @@ NAME = re.compile(r"(?P<base>.+?)-c:(?P<corruption>[^:]*):(?P<severity>[^:]*)", 
 
 __all__ = ["BENCHMARK", "CORRUPTIONS", "PRESETS", "SEVERITIES", "check_resources", "corrupt",
            "corrupt_dataset",
-           "get_preset", "load_corrupted", "official_split", "parse_corrupted_name"]
+           "get_preset", "is_release", "load_corrupted", "official_split",
+           "parse_corrupted_name"]
 
 
 def get_preset(preset: str | Preset) -> Preset:
@@ -134,12 +135,20 @@ def parse_corrupted_name(name: str) -> tuple[str, str, int] | None:
     return match["base"], match["corruption"].lower(), int(severity)
 
 
+def is_release(preset: str | Preset, seed: int) -> bool:
+    """Whether these settings are what the published files hold: the CIFAR-10-C constants at
+    seed 0 (so the published rows may stand in for generated ones)."""
+    return get_preset(preset).name == "cifar" and seed == 0
+
+
 def official_split(base: str, corruption: str, severity: int,
-                   data_dir: str | Path | None = None) -> ArrayDataset | None:
+                   data_dir: str | Path | None = None,
+                   classes: list[str] | None = None) -> ArrayDataset | None:
     """One severity of the published corrupted test set, or None when its files are absent.
 
     The releases (and `thresher corrupt`) store ``<corruption>.npy`` as uint8 ``(5 N, H, W, C)``,
-    severities 1-5 stacked, beside ``labels.npy``; only the requested rows are read.
+    severities 1-5 stacked, beside ``labels.npy``; only the requested rows are read. ``classes``
+    names the labels (default: the clean test split's names when at hand, else numbers).
     """
     from thresher.data.sources import load, resolve_data_dir
 
@@ -161,10 +170,11 @@ def official_split(base: str, corruption: str, severity: int,
     rows = slice((severity - 1) * n, severity * n)
     x = torch.from_numpy(np.array(images[rows])).permute(0, 3, 1, 2).contiguous()
     y = torch.from_numpy(np.asarray(labels[rows], dtype=np.int64))
-    try:  # class names from the clean split when it is at hand
-        classes = load(base, "test", data_dir, download=False).classes
-    except DataError:
-        classes = [str(i) for i in range(int(y.max()) + 1)]
+    if classes is None:
+        try:
+            classes = load(base, "test", data_dir, download=False).classes
+        except DataError:
+            classes = [str(i) for i in range(int(y.max()) + 1)]
     meta = {"corruption": corruption, "severity": severity, "source": "official",
             "files": [str(images_file), str(labels_file)]}
     return ArrayDataset(x, y, list(classes), f"{base.lower()}-c:{corruption}:{severity}", meta)
@@ -179,7 +189,7 @@ def load_corrupted(base: str, corruption: str, severity: int, split: str = "test
 
     check(corruption, severity)
     spec = get_preset(preset)
-    if split == "test" and spec.name == "cifar" and seed == 0 and not options:
+    if split == "test" and is_release(spec, seed) and not options:
         published = official_split(base, corruption, severity, data_dir)
         if published is not None:
             return published

@@ -23,9 +23,9 @@ from thresher.studies.common import load_data
 from thresher.studies.continual.config import ContinualConfig
 from thresher.studies.continual.learners import build_learner
 from thresher.studies.continual.loop import train_stream
-from thresher.studies.continual.report import (add_compare_arguments, add_stats_arguments,
-                                               compare_command, plot_curves, results_table,
-                                               stats_command)
+from thresher.studies.continual.report import (SCORES, add_compare_arguments,
+                                               add_stats_arguments, compare_command, plot_curves,
+                                               results_table, stats_command)
 from thresher.studies.continual.track import MlflowTracker
 from thresher.train import choose_device, set_seed
 
@@ -73,7 +73,7 @@ def run(cfg: ContinualConfig, run: Run) -> dict:
             log.info("%s seed %d: average accuracy %.4f, forgetting %.4f", name, seed,
                      result["avg_acc"], result["forgetting"])
     learners = {name: {key: [r[key] for r in per_run if r["learner"] == name]
-                       for key in ("avg_acc", "inc_acc", "forgetting", "bwt", "seconds_per_task")}
+                       for key, _, _ in SCORES}
                 for name in cfg.learners}
     table = results_table(learners)
     title = f"{cfg.dataset} {stream.kind}, {num_tasks} tasks, seed {cfg.seed}"

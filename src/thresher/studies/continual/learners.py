@@ -119,11 +119,11 @@ class _Projected(Learner):
     """A-GEM's step: the batch gradient, projected so it does not increase the loss on a batch
     drawn from memory (one batched forward/backward for the reference gradient)."""
 
-    memory: TaskRingBuffer | ClusteringMemory
-
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 reference_batch: int, scheduler: LossSpikeScheduler | None = None) -> None:
+                 memory: TaskRingBuffer | ClusteringMemory, reference_batch: int,
+                 scheduler: LossSpikeScheduler | None = None) -> None:
         super().__init__(model, optimizer, scheduler)
+        self.memory = memory
         self.reference_batch = reference_batch
         self.g_ref = torch.zeros_like(self.grads.flat)
 
@@ -150,12 +150,6 @@ class AGEM(_Projected):
 
     task_aware = True
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 memory: TaskRingBuffer, reference_batch: int,
-                 scheduler: LossSpikeScheduler | None = None) -> None:
-        super().__init__(model, optimizer, reference_batch, scheduler)
-        self.memory = memory
-
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self._projected_step(x, y)
         self.memory.add(x, y)
@@ -168,12 +162,6 @@ class AGEM(_Projected):
 class TaskAgnosticAGEM(_Projected):
     """``ta-agem``: A-GEM whose memory is the clustering memory, fed one sample of every batch;
     it never learns where a task starts or ends."""
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 memory: ClusteringMemory, reference_batch: int,
-                 scheduler: LossSpikeScheduler | None = None) -> None:
-        super().__init__(model, optimizer, reference_batch, scheduler)
-        self.memory = memory
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self._projected_step(x, y)
