@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,24 +61,31 @@ def write_stream(folder: Path, seed: int) -> None:
     (folder / "normalize.json").write_text(json.dumps({"mean": norm.mean[0], "std": norm.std[0]}))
 
 
-def run_thresher(folder: Path, seed: int) -> dict:
-    import torch
-
+def read_stream(folder: Path) -> tuple[Normalize, Callable[[str, int], ArrayDataset]]:
+    """The stream's normalisation and a reader ``data(split, task) -> ArrayDataset``."""
     from thresher.data.dataset import ArrayDataset
-    from thresher.data.pipeline import BatchLoader, Normalize
-    from thresher.models import build
-    from thresher.studies.continual.learners import AGEM
-    from thresher.studies.continual.memory import TaskRingBuffer
-    from thresher.train import evaluate, set_seed
+    from thresher.data.pipeline import Normalize
 
     stats = json.loads((folder / "normalize.json").read_text())
-    norm = Normalize((stats["mean"],), (stats["std"],))
 
     def data(split: str, t: int) -> ArrayDataset:
         return ArrayDataset(np.load(folder / f"{split}{t}_x.npy"),
                             np.load(folder / f"{split}{t}_y.npy"), [str(i) for i in range(10)],
                             "permuted-mnist")
 
+    return Normalize((stats["mean"],), (stats["std"],)), data
+
+
+def run_thresher(folder: Path, seed: int) -> dict:
+    import torch
+
+    from thresher.data.pipeline import BatchLoader
+    from thresher.models import build
+    from thresher.studies.continual.learners import AGEM
+    from thresher.studies.continual.memory import TaskRingBuffer
+    from thresher.train import evaluate, set_seed
+
+    norm, data = read_stream(folder)
     set_seed(seed)
     model = build("mlp", 10, (1, 28, 28), widths=[200])
     generator = torch.Generator().manual_seed(seed)
@@ -100,23 +108,15 @@ def run_bound(folder: Path, seed: int) -> dict:
     """The same A-GEM written out by hand for this one MLP: no autograd, optimiser, module calls
     or memory object, just the arithmetic every implementation has to do (both batches'
     forward and backward products, the projection and the update) on flat buffers. Its time is
-    a floor for an eager PyTorch A-GEM on this machine, so Avalanche's time over it is the
-    largest speed-up any such implementation could show here."""
+    a floor for an eager PyTorch A-GEM on this machine, so Avalanche's time over it is about
+    the largest speed-up any such implementation could show here."""
     import torch
 
-    from thresher.data.dataset import ArrayDataset
-    from thresher.data.pipeline import BatchLoader, Normalize
+    from thresher.data.pipeline import BatchLoader
     from thresher.models import build
     from thresher.train import set_seed
 
-    stats = json.loads((folder / "normalize.json").read_text())
-    norm = Normalize((stats["mean"],), (stats["std"],))
-
-    def data(split: str, t: int) -> ArrayDataset:
-        return ArrayDataset(np.load(folder / f"{split}{t}_x.npy"),
-                            np.load(folder / f"{split}{t}_y.npy"), [str(i) for i in range(10)],
-                            "permuted-mnist")
-
+    norm, data = read_stream(folder)
     set_seed(seed)
     init = [p.detach() for p in build("mlp", 10, (1, 28, 28), widths=[200]).parameters()]
     generator = torch.Generator().manual_seed(seed)
