@@ -12,6 +12,7 @@ from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, PRESETS, corrupt, cor
                                    ops, parse_corrupted_name)
 from thresher.data.corrupt.blur import _glass_moves, disk_kernel
 from thresher.data.corrupt.presets import Glass
+from thresher.data.corrupt.spatter import canny, chamfer_distance, equalize_hist, spatter_apply
 from thresher.data.corrupt.weather import frost_dir, plasma_fractal
 
 NEEDS_FROST = {"frost"}
@@ -173,6 +174,46 @@ def test_glass_moves_copy_in_the_original_visiting_order():
     out = _glass_moves(y, moves, 2).reshape(6, 6)
     assert [out[4, 4], out[4, 3], out[3, 4], out[3, 3]] == [26, 26, 22, 26]
     assert out[2, 2] == 14
+
+
+def test_canny_marks_one_column_of_a_vertical_step():
+    """Sobel gives |dx| = 800 on both columns beside a 0 -> 200 step; OpenCV's suppression
+    keeps a pixel above its left neighbour and at least its right one: the left column."""
+    levels = torch.zeros(1, 8, 8, dtype=torch.int64)
+    levels[..., 4:] = 200
+    edges = canny(levels, 50, 150)
+    assert edges[0, :, 3].all() and edges.sum() == 8
+    step = levels.clamp(max=1)  # hysteresis: a step of 37 (|dx| 148) is only a candidate
+    assert not canny(step * 37, 50, 150).any() and canny(step * 38, 50, 150).sum() == 8
+
+
+def test_chamfer_distance_uses_opencvs_5x5_steps():
+    edges = torch.zeros(1, 7, 7, dtype=torch.bool)
+    edges[0, 3, 3] = True
+    d = chamfer_distance(edges)[0]
+    assert [d[3, 4].item(), d[4, 4].item(), d[5, 4].item(), d[3, 5].item(),
+            d[5, 5].item()] == pytest.approx([1, 1.4, 2.1969, 2, 2.8], abs=1e-6)
+    assert chamfer_distance(torch.zeros(1, 5, 5, dtype=torch.bool)).min() > 20  # no edges
+    far = torch.zeros(1, 1, 40, dtype=torch.bool)
+    far[0, 0, 0] = True  # 20 steps along a row: exactly 20, the next pixels above it
+    assert chamfer_distance(far)[0, 0, 20] == 20 and chamfer_distance(far)[0, 0, 21:].min() > 20
+
+
+def test_equalize_hist_by_hand():
+    """Histogram {0: 2, 1: 1, 2: 1}: scale 255 / (4 - 2); level 1 -> round(127.5) = 128 (half
+    to even), level 2 -> 255; an image of one level keeps it."""
+    out = equalize_hist(torch.tensor([[[0, 0], [1, 2]], [[9, 9], [9, 9]]]))
+    assert out.tolist() == [[[0, 0], [128, 255]], [[9, 9], [9, 9]]]
+
+
+def test_spatter_without_liquid_changes_nothing_and_full_mud_paints_brown():
+    p_water, p_mud = PRESETS["cifar"].params["spatter"][0], PRESETS["cifar"].params["spatter"][4]
+    x = natural(3).float() / 255
+    dry = torch.zeros(3, 1, 32, 32, dtype=torch.float64)
+    assert torch.equal(spatter_apply(x, p_water, dry), x)
+    mud = spatter_apply(x, p_mud, torch.ones(3, 1, 32, 32, dtype=torch.float64))
+    assert torch.equal(ops.truncate_levels(mud)[:, :, 0, 0],
+                       torch.tensor([[63.0, 42.0, 20.0]]).expand(3, 3))
 
 
 def test_plasma_fractal_spans_zero_to_one_per_image():

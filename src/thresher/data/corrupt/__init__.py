@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from thresher.data import cache
-from thresher.data.corrupt import blur, digital, noise, ops, weather
+from thresher.data.corrupt import blur, digital, noise, ops, spatter, weather
 from thresher.data.corrupt.presets import PRESETS, Preset
 from thresher.data.dataset import ArrayDataset
 from thresher.data.formats import DataError
@@ -49,6 +49,7 @@ CORRUPTIONS: dict[str, Corruption] = {
     "jpeg_compression": digital.jpeg_compression,
     "speckle_noise": noise.speckle_noise,
     "gaussian_blur": blur.gaussian_blur,
+    "spatter": spatter.spatter,
     "saturate": digital.saturate,
 }
 BENCHMARK = tuple(CORRUPTIONS)[:15]

@@ -59,6 +59,15 @@ class Fog(NamedTuple):
     decay: float  # how fast the plasma fractal's roughness falls per octave
 
 
+class Spatter(NamedTuple):
+    mean: float  # of the Gaussian field the liquid is thresholded from
+    std: float
+    sigma: float  # its smoothing
+    threshold: float
+    intensity: float  # water: peak strength of the colour; mud: sigma of the mask's blur
+    mud: bool  # brown mud instead of water
+
+
 class Elastic(NamedTuple):
     amplitude: float  # displacement scale, fraction of the image side
     sigma: float  # smoothing of the displacement field, fraction of the image side
@@ -90,6 +99,10 @@ CIFAR = Preset("cifar", "CIFAR-10-C (make_cifar_c.py), for 32x32 images", {
     "zoom_blur": tuple(Zoom(_arange(stop, 0.01), "center")
                        for stop in (1.06, 1.11, 1.16, 1.21, 1.26)),
     "gaussian_blur": (0.4, 0.6, 0.7, 0.8, 1.0),
+    "spatter": tuple(Spatter(*c) for c in (
+        (0.62, 0.1, 0.7, 0.7, 0.5, False), (0.65, 0.1, 0.8, 0.7, 0.5, False),
+        (0.65, 0.3, 1, 0.69, 0.5, False), (0.65, 0.1, 0.7, 0.69, 0.6, True),
+        (0.65, 0.1, 0.5, 0.68, 0.6, True))),
     "saturate": ((0.3, 0.0), (0.1, 0.0), (1.5, 0.0), (2.0, 0.1), (2.5, 0.2)),
     "snow": tuple(Snow(*c, crop="center") for c in (
         (0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
@@ -121,6 +134,10 @@ IMAGENET = Preset("imagenet", "ImageNet-C (the imagecorruptions package), for an
     "zoom_blur": tuple(Zoom(_arange(stop, step), "corner") for stop, step in
                        ((1.11, 0.01), (1.16, 0.01), (1.21, 0.02), (1.26, 0.02), (1.31, 0.03))),
     "gaussian_blur": (1.0, 2.0, 3.0, 4.0, 6.0),
+    "spatter": tuple(Spatter(*c) for c in (
+        (0.65, 0.3, 4, 0.69, 0.6, False), (0.65, 0.3, 3, 0.68, 0.6, False),
+        (0.65, 0.3, 2, 0.68, 0.5, False), (0.65, 0.3, 1, 0.65, 1.5, True),
+        (0.67, 0.4, 1, 0.65, 1.5, True))),
     "saturate": ((0.3, 0.0), (0.1, 0.0), (2.0, 0.0), (5.0, 0.1), (20.0, 0.2)),
     "snow": tuple(Snow(*c, crop="corner") for c in (
         (0.1, 0.3, 3, 0.5, 10, 4, 0.8), (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
