@@ -14,6 +14,7 @@ from torch import nn
 from thresher.cli import main
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
+from thresher.models import build
 from thresher.runs.config import dump_yaml, load_config
 from thresher.studies.continual.agem import FlatGrad, project
 from thresher.studies.continual.config import ContinualConfig, OnlineFitConfig, SchedulerConfig
@@ -92,6 +93,30 @@ def clustering(pools=3, q=4, p=2, removal="oldest", shape=(1,)) -> ClusteringMem
 def contents(memory: ClusteringMemory) -> list[float]:
     x, _ = memory.sample(10_000)
     return sorted(x.flatten().tolist())
+
+
+def test_closed_form_and_autograd_agem_take_the_same_steps():
+    """A-GEM on an MLP (closed-form gradients written into the buffer rows) and on the same MLP
+    with autograd forced end with the same weights after steps that project."""
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 1, 8, 8), torch.randint(0, 4, (40,))
+    ends = []
+    for closed_form in (True, False):
+        model = build("mlp", 4, (1, 8, 8), widths=[16])
+        with torch.no_grad():
+            for i, p in enumerate(model.parameters()):
+                p.copy_(torch.linspace(-0.5, 0.5, p.numel()).reshape(p.shape).roll(i))
+        learner = AGEM(model, torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9),
+                       TaskRingBuffer(10, (1, 8, 8), torch.device("cpu"),
+                                      torch.Generator().manual_seed(0)), 8)
+        learner.closed_form = closed_form
+        for start in range(0, 40, 5):
+            learner.step(x[start:start + 5], (y[start:start + 5] + start // 20) % 4)
+            if start == 15:
+                learner.end_task()
+        assert learner.grads.intact()
+        ends.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(ends[0], ends[1], atol=1e-5)
 
 
 def test_clustering_memory_never_exceeds_q_p_pools_and_routes_by_label():

@@ -72,6 +72,27 @@ def test_mlp_widths_and_dropout():
     assert build("mlp", 10, (1, 8, 8), widths=()).embed_dim == 64  # logistic regression
 
 
+@pytest.mark.parametrize("widths", [(), (200,), (64, 32)])
+def test_mlp_closed_form_gradient_equals_autograd(widths):
+    torch.manual_seed(0)
+    model = build("mlp", 10, (1, 28, 28), widths=widths)
+    x, y = torch.randn(17, 1, 28, 28), torch.randint(0, 10, (17,))
+    loss = nn.functional.cross_entropy(model(x), y)
+    expected = torch.autograd.grad(loss, list(model.parameters()))
+    grads = [torch.full_like(p, 7.0) for p in model.parameters()]  # replaced, not added to
+    assert model.loss_grad(x, y, grads).item() == pytest.approx(loss.item(), rel=1e-6)
+    for got, want in zip(grads, expected):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7)
+
+
+def test_closed_form_gradient_is_declined_where_it_does_not_apply():
+    x, y = torch.randn(4, 1, 8, 8), torch.randint(0, 3, (4,))
+    dropout = build("mlp", 3, (1, 8, 8), widths=[5], dropout=0.5)
+    assert dropout.loss_grad(x, y, [torch.zeros_like(p) for p in dropout.parameters()]) is None
+    cnn = build("simple_cnn", 3, (1, 8, 8))
+    assert cnn.loss_grad(x, y, [torch.zeros_like(p) for p in cnn.parameters()]) is None
+
+
 def test_yaml_style_arguments_are_accepted():
     model = build("mlp", np.int64(3), [1, 8, 8], widths=[32, 16])
     assert model.embed_dim == 16 and model.num_classes == 3

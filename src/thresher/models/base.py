@@ -27,6 +27,14 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))
 
+    def loss_grad(self, x: torch.Tensor, y: torch.Tensor,
+                  grads: list[torch.Tensor]) -> torch.Tensor | None:
+        """Mean cross-entropy of ``(x, y)``, its gradient written into ``grads`` (one tensor per
+        parameter, in ``parameters()`` order); None where there is no closed form and autograd
+        must do it. Worth having where a run takes thousands of tiny steps, whose time autograd's
+        fixed cost per call would dominate (continual streams of batch 10)."""
+        return None
+
     @property
     def embed_dim(self) -> int:
         return self.head.in_features

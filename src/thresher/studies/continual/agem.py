@@ -17,28 +17,36 @@ from torch import nn
 class FlatGrad:
     """The gradients of ``params`` as views into one flat vector ``self.flat``.
 
-    Zero it with `zero` (not ``optimizer.zero_grad()``, whose default ``set_to_none`` would
-    detach the views).
+    ``self.flat`` is row 0 of ``self.buffer``; further ``rows`` have the same layout for
+    gradients kept beside it (A-GEM's reference gradient), and ``self.views[r]`` splits row r
+    per parameter. Zero row 0 with `zero` (not ``optimizer.zero_grad()``, whose default
+    ``set_to_none`` would detach the views).
     """
 
-    def __init__(self, params: Iterable[nn.Parameter]) -> None:
+    def __init__(self, params: Iterable[nn.Parameter], rows: int = 1) -> None:
         self.params = [p for p in params if p.requires_grad]
         if not self.params:
             raise ValueError("FlatGrad needs at least one parameter that requires grad")
         first = self.params[0]
-        self.flat = torch.zeros(sum(p.numel() for p in self.params), device=first.device,
-                                dtype=first.dtype)
-        offset = 0
-        for p in self.params:
-            p.grad = self.flat[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
+        self.buffer = torch.zeros(rows, sum(p.numel() for p in self.params), device=first.device,
+                                  dtype=first.dtype)
+        self.flat = self.buffer[0]
+        self.views: list[list[torch.Tensor]] = []
+        for row in self.buffer:
+            offset, views = 0, []
+            for p in self.params:
+                views.append(row[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+            self.views.append(views)
+        for p, view in zip(self.params, self.views[0]):
+            p.grad = view
 
     def zero(self) -> None:
         self.flat.zero_()
 
     def intact(self) -> bool:
         """Whether every ``.grad`` is still a view of ``self.flat`` (for checks and tests)."""
-        return all(p.grad is not None and p.grad._base is self.flat for p in self.params)
+        return all(p.grad is not None and p.grad._base is self.buffer for p in self.params)
 
 
 def project(g: torch.Tensor, g_ref: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:

@@ -57,12 +57,17 @@ class Learner:
 
     task_aware = False
 
+    gradient_rows = 1  # flat gradient vectors kept (A-GEM adds its reference gradient's)
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  scheduler: LossSpikeScheduler | None = None) -> None:
         self.model = model
         self.optimizer = optimizer
-        self.grads = FlatGrad(model.parameters())
+        self.grads = FlatGrad(model.parameters(), self.gradient_rows)
         self.scheduler = scheduler
+        # a model's closed-form gradient (see Classifier.loss_grad) needs every parameter's slot
+        self.closed_form = (callable(getattr(model, "loss_grad", None))
+                            and len(self.grads.params) == len(list(model.parameters())))
 
     @property
     def lr(self) -> float:
@@ -72,14 +77,20 @@ class Learner:
         return 0
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        self.grads.zero()
         loss = self._backward(x, y)
         self._update(loss)
         return loss.detach()
 
-    def _backward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = F.cross_entropy(self.model(x), y)
-        loss.backward()
+    def _backward(self, x: torch.Tensor, y: torch.Tensor, row: int = 0) -> torch.Tensor:
+        """The batch's mean cross-entropy; its gradient replaces row ``row`` of the gradient
+        buffer (row 0: the parameters' ``.grad``)."""
+        loss = self.model.loss_grad(x, y, self.grads.views[row]) if self.closed_form else None
+        if loss is None:
+            self.grads.zero()
+            loss = F.cross_entropy(self.model(x), y)
+            loss.backward()
+            if row:
+                self.grads.buffer[row].copy_(self.grads.flat)
         return loss
 
     def _update(self, loss: torch.Tensor) -> None:
@@ -105,7 +116,6 @@ class ExperienceReplay(Learner):
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         replay = self.memory.sample(self.replay_batch)
-        self.grads.zero()
         if replay is None:
             loss = self._backward(x, y)
         else:
@@ -119,13 +129,14 @@ class _Projected(Learner):
     """A-GEM's step: the batch gradient, projected so it does not increase the loss on a batch
     drawn from memory (one batched forward/backward for the reference gradient)."""
 
+    gradient_rows = 2  # row 1: the reference gradient
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
                  memory: TaskRingBuffer | ClusteringMemory, reference_batch: int,
                  scheduler: LossSpikeScheduler | None = None) -> None:
         super().__init__(model, optimizer, scheduler)
         self.memory = memory
         self.reference_batch = reference_batch
-        self.g_ref = torch.zeros_like(self.grads.flat)
 
     def memory_size(self) -> int:
         return len(self.memory)
@@ -133,13 +144,10 @@ class _Projected(Learner):
     def _projected_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         reference = self.memory.sample(self.reference_batch)
         if reference is not None:
-            self.grads.zero()
-            self._backward(*reference)
-            self.g_ref.copy_(self.grads.flat)
-        self.grads.zero()
+            self._backward(*reference, row=1)
         loss = self._backward(x, y)
         if reference is not None:
-            project(self.grads.flat, self.g_ref)
+            project(self.grads.flat, self.grads.buffer[1])
         self._update(loss)
         return loss.detach()
 
