@@ -13,17 +13,21 @@ Avalanche needs its own torch, so it lives in a separate virtual environment:
 One invocation runs both sides: this script builds the stream with `thresher.data.streams`,
 writes it as .npy files to a temporary folder, runs Thresher's A-GEM in this process and
 Avalanche's ``AGEM`` in a subprocess of the other environment on the very same arrays (already
-normalised, so Avalanche spends no time on transforms), then prints both side by side:
+normalised, so Avalanche spends no time on transforms), then prints both side by side. The
+sides take turns task by task (the subprocess is stepped over a pipe), because this machine's
+speed drifts by half within a minute and whole runs one after another would compare moments,
+not code:
 
     THRESHER_DATA=/path/to/data .venv/bin/python benchmarks/continual_agem.py [--threads N]
 
 Target: Thresher at least 3x faster at equal or better final average accuracy. Both sides get
-the same threads (default: every core). A third row, the arithmetic floor (`run_bound`), does
-the same A-GEM by hand for this one MLP with nothing but the tensor operations it needs; no
-implementation that keeps autograd and a torch optimiser (and so works for any model) gets
-below it, so Avalanche's time over the floor's is about the most any framework could show on
-the machine at hand. The reference gradient's two 256 x 784 x 200 matmuls per step dominate the
-floor and run near the cores' peak, which is why the ceiling is low on a small CPU.
+the same threads (default: every core). A third row, the arithmetic floor (`floor_tasks`), does
+the same A-GEM by hand for this one MLP with nothing but the tensor operations it needs (no
+optimiser object, memory object or per-call checks), so Avalanche's time over the floor's is
+about the most any framework could show on the machine at hand. The reference gradient's two
+256 x 784 x 200 matmuls per step dominate the floor and run near the cores' peak, which is why
+that ceiling is low on a small CPU. (Thresher's learners take the MLP's closed-form gradient,
+`MLP.loss_grad`, so they are held back only by those overheads.)
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +80,8 @@ def read_stream(folder: Path) -> tuple[Normalize, Callable[[str, int], ArrayData
     return Normalize((stats["mean"],), (stats["std"],)), data
 
 
-def run_thresher(folder: Path, seed: int) -> dict:
+def thresher_tasks(folder: Path, seed: int) -> Iterator:
+    """Thresher's A-GEM: yields each task's training seconds, then the test accuracies."""
     import torch
 
     from thresher.data.pipeline import BatchLoader
@@ -92,19 +97,17 @@ def run_thresher(folder: Path, seed: int) -> dict:
     learner = AGEM(model, torch.optim.SGD(model.parameters(), lr=LR),
                    TaskRingBuffer(PER_TASK, (1, 28, 28), torch.device("cpu"), generator),
                    REFERENCE)
-    seconds = 0.0
     for t in range(TASKS):
         loader = BatchLoader(data("train", t), BATCH, shuffle=True, normalize=norm, seed=seed + t)
         start = time.perf_counter()
         for batch in loader:
             learner.step(batch.x, batch.y)
         learner.end_task()
-        seconds += time.perf_counter() - start
-    accs = [evaluate(model, data("test", t), normalize=norm)["accuracy"] for t in range(TASKS)]
-    return {"seconds": seconds, "accuracies": accs}
+        yield time.perf_counter() - start
+    yield [evaluate(model, data("test", t), normalize=norm)["accuracy"] for t in range(TASKS)]
 
 
-def run_bound(folder: Path, seed: int) -> dict:
+def floor_tasks(folder: Path, seed: int) -> Iterator:
     """The same A-GEM written out by hand for this one MLP: no autograd, optimiser, module calls
     or memory object, just the arithmetic every implementation has to do (both batches'
     forward and backward products, the projection and the update) on flat buffers. Its time is
@@ -146,7 +149,6 @@ def run_bound(folder: Path, seed: int) -> dict:
 
     past_x, past_y = torch.zeros(0, 784), torch.zeros(0, dtype=torch.long)
     ring_x, ring_y = torch.zeros(PER_TASK, 784), torch.zeros(PER_TASK, dtype=torch.long)
-    seconds = 0.0
     for t in range(TASKS):
         loader = BatchLoader(data("train", t), BATCH, shuffle=True, normalize=norm, seed=seed + t)
         start = time.perf_counter()
@@ -163,18 +165,19 @@ def run_bound(folder: Path, seed: int) -> dict:
             slot = (i * BATCH) % PER_TASK
             ring_x[slot:slot + BATCH], ring_y[slot:slot + BATCH] = x, batch.y
         past_x, past_y = torch.cat([past_x, ring_x]), torch.cat([past_y, ring_y])
-        seconds += time.perf_counter() - start
+        yield time.perf_counter() - start
     accs = []
     for t in range(TASKS):
         test = data("test", t)
         x = norm.from_uint8(test.images).view(len(test), -1)
         logits = torch.addmm(b2, torch.addmm(b1, x, w1.t()).relu_(), w2.t())
         accs.append((logits.argmax(1) == test.labels).float().mean().item())
-    return {"seconds": seconds, "accuracies": accs}
+    yield accs
 
 
-def run_avalanche(folder: Path, seed: int) -> dict:
-    """Runs inside the Avalanche environment: imports nothing from Thresher."""
+def avalanche_tasks(folder: Path, seed: int) -> Iterator:
+    """Avalanche's AGEM, yielding like `thresher_tasks`; runs inside the Avalanche environment
+    and imports nothing from Thresher."""
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -204,28 +207,50 @@ def run_avalanche(folder: Path, seed: int) -> dict:
                     sample_size=REFERENCE, train_mb_size=BATCH, train_epochs=1,
                     eval_mb_size=1000, device="cpu",
                     evaluator=EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]))
-    seconds = 0.0
     for experience in benchmark.train_stream:
         start = time.perf_counter()
         strategy.train(experience)
-        seconds += time.perf_counter() - start
+        yield time.perf_counter() - start
     results = strategy.eval(benchmark.test_stream)
-    accs = [results[f"Top1_Acc_Exp/eval_phase/test_stream/Exp{t:03d}"] for t in range(TASKS)]
-    return {"seconds": seconds, "accuracies": accs}
+    yield [results[f"Top1_Acc_Exp/eval_phase/test_stream/Exp{t:03d}"] for t in range(TASKS)]
 
 
-def median_run(runs: list[dict]) -> dict:
-    """The run with the median training time (the lower middle one for an even count)."""
-    return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2]
+def serve(steps: Iterator) -> None:
+    """The subprocess side: one step of ``steps`` per line read, its value printed as JSON."""
+    for line in sys.stdin:
+        print(json.dumps(next(steps)), flush=True)
+        if line.strip() == "last":
+            return
+
+
+def remote_avalanche(folder: Path, seed: int, threads: int) -> Iterator:
+    """`avalanche_tasks` in a subprocess of the Avalanche environment, stepped over a pipe."""
+    proc = subprocess.Popen([str(AVALANCHE_PYTHON), __file__, "--avalanche", str(folder),
+                             "--seed", str(seed), "--threads", str(threads)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        for k in range(TASKS + 1):
+            proc.stdin.write("last\n" if k == TASKS else "next\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+            if not line:
+                sys.exit(f"Avalanche side failed:\n{proc.stderr.read()[-3000:]}")
+            yield json.loads(line)
+    finally:
+        proc.stdin.close()
+        proc.wait()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, help="torch threads, both sides (default: all "
                         "cores)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; "
-                        "the median time is compared (one run is at the mercy of a busy core)")
+    parser.add_argument("--seed", type=int, default=0, help="stream seed, and the first "
+                        "training seed")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating, "
+                        "each with the next training seed; the median time is compared (one "
+                        "run is at the mercy of a busy core) and the mean accuracy")
     parser.add_argument("--avalanche", metavar="FOLDER", help=argparse.SUPPRESS)
     args = parser.parse_args()
     import torch
@@ -233,40 +258,43 @@ def main() -> None:
     args.threads = args.threads or os.cpu_count() or 1
     torch.set_num_threads(args.threads)
     if args.avalanche:  # the subprocess side
-        print(json.dumps(run_avalanche(Path(args.avalanche), args.seed)))
+        serve(avalanche_tasks(Path(args.avalanche), args.seed))
         return
     if not AVALANCHE_PYTHON.exists():
         sys.exit(f"no Avalanche environment at {AVALANCHE_PYTHON}; create it as the docstring "
                  f"of {Path(__file__).name} says")
+    names = ("Thresher A-GEM", "Avalanche AGEM", "arithmetic floor")
+    seconds = {name: [] for name in names}  # per repeat, summed over tasks
+    accuracy = {name: [] for name in names}  # per repeat, averaged over tasks
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         write_stream(folder, args.seed)
-        ours_runs, bound_runs, theirs_runs = [], [], []
-        for _ in range(args.repeats):
-            ours_runs.append(run_thresher(folder, args.seed))
-            bound_runs.append(run_bound(folder, args.seed))
-            done = subprocess.run([str(AVALANCHE_PYTHON), __file__, "--avalanche", tmp,
-                                   "--seed", str(args.seed), "--threads", str(args.threads)],
-                                  capture_output=True, text=True, env={**os.environ},
-                                  check=False)
-            if done.returncode != 0:
-                sys.exit(f"Avalanche side failed:\n{done.stderr[-3000:]}")
-            theirs_runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    ours, bound, theirs = median_run(ours_runs), median_run(bound_runs), median_run(theirs_runs)
-    rows = [("Thresher A-GEM", ours, ours_runs), ("Avalanche AGEM", theirs, theirs_runs),
-            ("arithmetic floor", bound, bound_runs)]
+        for seed in range(args.seed, args.seed + args.repeats):  # one training seed per repeat
+            sides = dict(zip(names, (thresher_tasks(folder, seed),
+                                     remote_avalanche(folder, seed, args.threads),
+                                     floor_tasks(folder, seed))))
+            totals = dict.fromkeys(names, 0.0)
+            for t in range(TASKS):  # task by task, in turn, so all sides meet the same machine
+                for name in names[t % 3:] + names[:t % 3]:
+                    totals[name] += next(sides[name])
+            for name in names:
+                seconds[name].append(totals[name])
+                accuracy[name].append(sum(next(sides[name])) / TASKS)
     print(f"5-task permuted MNIST, {TRAIN_PER_TASK} train images/task, batch {BATCH}, "
           f"SGD lr {LR}, memory {PER_TASK}/task, reference batch {REFERENCE}, "
-          f"{args.threads} thread(s), median of {args.repeats} run(s) per side")
-    for name, r, runs in rows:
-        avg = sum(r["accuracies"]) / TASKS
-        times = " ".join(f"{x['seconds']:.1f}" for x in runs)
-        print(f"{name:16s} train {r['seconds']:7.1f} s ({times})   final average accuracy "
-              f"{avg:.4f}   per task {' '.join(f'{a:.3f}' for a in r['accuracies'])}")
-    print(f"speed-up (Avalanche time / Thresher time): {theirs['seconds'] / ours['seconds']:.2f}x")
-    print(f"ceiling, the floor's speed-up (Avalanche time / floor time): "
-          f"{theirs['seconds'] / bound['seconds']:.2f}x; Thresher takes "
-          f"{ours['seconds'] / bound['seconds']:.2f}x the floor's time")
+          f"{args.threads} thread(s); seeds {args.seed}..{args.seed + args.repeats - 1}, the "
+          f"sides taking turns task by task: median training time, mean final average accuracy")
+    median = {name: float(np.median(seconds[name])) for name in names}
+    for name in names:
+        accs = np.array(accuracy[name])
+        spread = accs.std(ddof=1) if len(accs) > 1 else 0.0
+        print(f"{name:16s} train {median[name]:6.1f} s "
+              f"({' '.join(f'{x:.1f}' for x in seconds[name])})   final average accuracy "
+              f"{accs.mean():.4f} +- {spread:.4f} ({' '.join(f'{a:.3f}' for a in accs)})")
+    ours, theirs, floor = (median[name] for name in names)
+    print(f"speed-up (Avalanche time / Thresher time): {theirs / ours:.2f}x")
+    print(f"ceiling, the floor's speed-up (Avalanche time / floor time): {theirs / floor:.2f}x; "
+          f"Thresher takes {ours / floor:.2f}x the floor's time")
 
 if __name__ == "__main__":
     main()
