@@ -34,6 +34,7 @@ class MLP(Classifier):
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(d, num_classes)
         self.dropout = dropout
+        self.linears = tuple(m for m in self.body if isinstance(m, nn.Linear)) + (self.head,)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)
@@ -42,26 +43,23 @@ class MLP(Classifier):
                   grads: list[torch.Tensor]) -> torch.Tensor | None:
         """Cross-entropy backward by hand: softmax minus one-hot, through each layer's
         transpose and ReLU mask, each weight gradient one product into its buffer."""
-        linears = [m for m in self.body if isinstance(m, nn.Linear)] + [self.head]
+        linears = self.linears
         if self.dropout or len(grads) != 2 * len(linears):
             return None
-        n = len(y)
         with torch.no_grad():
             inputs = [x.flatten(1)]  # inputs[k] feeds linears[k]
             for layer in linears[:-1]:
                 inputs.append(torch.addmm(layer.bias, inputs[-1], layer.weight.t()).relu_())
             logp = torch.log_softmax(torch.addmm(self.head.bias, inputs[-1],
                                                  self.head.weight.t()), 1)
-            loss = logp.gather(1, y[:, None]).mean().neg()
-            delta = logp.exp_()
-            delta[torch.arange(n, device=y.device), y] -= 1
-            delta.div_(n)
+            target = logp.gather(1, y[:, None])
+            delta = logp.exp_().scatter_(1, y[:, None], target.exp() - 1).div_(len(y))
             for k in range(len(linears) - 1, -1, -1):
                 torch.mm(delta.t(), inputs[k], out=grads[2 * k])
                 torch.sum(delta, 0, out=grads[2 * k + 1])
                 if k:
                     delta = delta.mm(linears[k].weight).mul_(inputs[k] > 0)
-        return loss
+        return target.mean().neg()
 
 
 @register_model("mlp", "fully connected ReLU network on flattened pixels")
