@@ -46,7 +46,7 @@ def gen(seed: int = 0) -> torch.Generator:
 
 
 def test_projection_by_hand():
-    g = project(torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0]))
+    g = project(torch.tensor([[1.0, 0.0], [-1.0, 1.0]]))
     # g.g_ref = -1, |g_ref|^2 = 2: g - (-1/2) g_ref = (0.5, 0.5), now orthogonal to g_ref
     assert g.tolist() == [0.5, 0.5]
 
@@ -54,9 +54,9 @@ def test_projection_by_hand():
 def test_projection_never_increases_the_memory_loss_to_first_order():
     rng = gen(1)
     for _ in range(200):
-        g, g_ref = torch.randn(50, generator=rng), torch.randn(50, generator=rng)
-        before = g.clone()
-        out = project(g, g_ref)
+        grads = torch.randn(2, 50, generator=rng)
+        g_ref, before = grads[1], grads[0].clone()
+        out = project(grads)
         assert torch.dot(out, g_ref) >= -1e-4
         if torch.dot(before, g_ref) >= 0:
             assert torch.equal(out, before)  # agreeing gradients are left bit-for-bit alone
@@ -64,15 +64,15 @@ def test_projection_never_increases_the_memory_loss_to_first_order():
 
 def test_flat_grad_writes_the_projection_where_the_optimizer_reads_it():
     model = nn.Linear(3, 2)
-    grads = FlatGrad(model.parameters())
+    grads = FlatGrad(model.parameters(), rows=2)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     before = [p.detach().clone() for p in model.parameters()]
     grads.zero()
     model(torch.ones(4, 3)).sum().backward()
     assert torch.equal(grads.flat[:6], torch.full((6,), 4.0))  # backward lands in the vector
-    g_ref = -grads.flat.clone()
-    g_ref[0] = 1.0
-    project(grads.flat, g_ref)
+    grads.buffer[1] = -grads.flat
+    grads.buffer[1, 0] = 1.0
+    project(grads.buffer)
     expected = grads.flat.clone()
     optimizer.step()
     step = torch.cat([(b - p.detach()).flatten() for b, p in zip(before, model.parameters())])
@@ -178,6 +178,10 @@ def test_ring_buffer_keeps_the_last_samples_of_each_finished_task():
     x, y = memory.sample(100)
     assert sorted(y.tolist()) == [2, 3, 4, 5, 6] and len(memory) == 5
     assert len(memory.sample(2)[1].unique()) == 2
+    for start in range(0, 6, 2):  # batches of 2 into 5 slots: the third wraps around
+        memory.add(torch.arange(start, start + 2.0).view(2, 1), torch.arange(start, start + 2))
+    memory.end_task()
+    assert sorted(memory.past_y[5:].tolist()) == [1, 2, 3, 4, 5]
 
 
 # --- learners and the loop -----------------------------------------------------------------

@@ -49,13 +49,17 @@ class FlatGrad:
         return all(p.grad is not None and p.grad._base is self.buffer for p in self.params)
 
 
-def project(g: torch.Tensor, g_ref: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
-    """A-GEM in place: if ``g . g_ref < 0``, ``g -= (g . g_ref / g_ref . g_ref) g_ref``.
+def project(grads: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """A-GEM in place on ``grads = [g; g_ref]`` (``[2, n]``): if ``g . g_ref < 0``,
+    ``g -= (g . g_ref / g_ref . g_ref) g_ref``; returns ``g``.
 
-    Branch-free (no host synchronisation): the coefficient is ``min(g . g_ref, 0) / |g_ref|^2``,
-    exactly 0 when the gradients agree, which leaves ``g`` bit-for-bit unchanged. Afterwards
+    Both dot products come from one matrix-vector product over the buffer. Branch-free (no
+    host synchronisation): the coefficient is ``min(g . g_ref, 0) / |g_ref|^2``, exactly 0
+    when the gradients agree, which leaves ``g`` bit-for-bit unchanged. Afterwards
     ``g . g_ref >= 0`` up to rounding: the step does not increase the memory loss to first
     order.
     """
-    coef = torch.dot(g, g_ref).clamp(max=0.0) / torch.dot(g_ref, g_ref).clamp(min=eps)
+    g, g_ref = grads[0], grads[1]
+    dots = torch.mv(grads, g_ref)
+    coef = dots[0].clamp(max=0.0) / dots[1].clamp(min=eps)
     return g.addcmul_(g_ref, coef, value=-1)

@@ -147,7 +147,7 @@ class _Projected(Learner):
             self._backward(*reference, row=1)
         loss = self._backward(x, y)
         if reference is not None:
-            project(self.grads.flat, self.grads.buffer[1])
+            project(self.grads.buffer)
         self._update(loss)
         return loss.detach()
 

@@ -86,10 +86,14 @@ class TaskRingBuffer:
         return self.past_x.shape[0] + min(self.written, self.per_task)
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        n = x.shape[0]
-        slot = torch.arange(self.written, self.written + n, device=x.device) % self.per_task
-        self.ring_x.index_copy_(0, slot, x.reshape(n, -1))
-        self.ring_y.index_copy_(0, slot, y)
+        n, start = x.shape[0], self.written % self.per_task
+        if start + n <= self.per_task:  # one run of slots (batches smaller than the ring)
+            self.ring_x[start:start + n] = x.reshape(n, -1)
+            self.ring_y[start:start + n] = y
+        else:
+            slot = torch.arange(self.written, self.written + n, device=x.device) % self.per_task
+            self.ring_x.index_copy_(0, slot, x.reshape(n, -1))
+            self.ring_y.index_copy_(0, slot, y)
         self.written += n
 
     def end_task(self) -> None:
