@@ -22,9 +22,9 @@ not code:
 
 Target: Thresher at least 3x faster at equal or better final average accuracy. Both sides get
 the same threads (default: every core). A third row, the arithmetic floor (`floor_tasks`), does
-the same A-GEM by hand for this one MLP with nothing but the tensor operations it needs (no
-optimiser object, memory object or per-call checks), so Avalanche's time over the floor's is
-about the most any framework could show on the machine at hand. The reference gradient's two
+the same A-GEM with nothing but its arithmetic (Thresher's closed-form MLP gradient and
+projection, no optimiser object, memory object or learner), so Avalanche's time over the
+floor's is about the most any framework could show on the machine at hand. The reference gradient's two
 256 x 784 x 200 matmuls per step dominate the floor and run near the cores' peak, which is why
 that ceiling is low on a small CPU. (Thresher's learners take the MLP's closed-form gradient,
 `MLP.loss_grad`, so they are held back only by those overheads.)
@@ -108,45 +108,23 @@ def thresher_tasks(folder: Path, seed: int) -> Iterator:
 
 
 def floor_tasks(folder: Path, seed: int) -> Iterator:
-    """The same A-GEM written out by hand for this one MLP: no autograd, optimiser, module calls
-    or memory object, just the arithmetic every implementation has to do (both batches'
-    forward and backward products, the projection and the update) on flat buffers. Its time is
-    a floor for an eager PyTorch A-GEM on this machine, so Avalanche's time over it is about
-    the largest speed-up any such implementation could show here."""
+    """The same A-GEM with nothing but its arithmetic: the MLP's closed-form gradients into
+    the two rows of one buffer, the projection and a plain update, with no optimiser, memory
+    object or learner around them (the ring is two slices). Its time is a floor for an eager
+    PyTorch A-GEM on this machine, so Avalanche's time over it is about the largest speed-up
+    any such implementation could show here. Yields like `thresher_tasks`."""
     import torch
 
     from thresher.data.pipeline import BatchLoader
     from thresher.models import build
-    from thresher.train import set_seed
+    from thresher.studies.continual.agem import FlatGrad, project
+    from thresher.train import evaluate, set_seed
 
     norm, data = read_stream(folder)
     set_seed(seed)
-    init = [p.detach() for p in build("mlp", 10, (1, 28, 28), widths=[200]).parameters()]
+    model = build("mlp", 10, (1, 28, 28), widths=[200])
+    grads = FlatGrad(model.parameters(), rows=2)
     generator = torch.Generator().manual_seed(seed)
-    n = sum(p.numel() for p in init)
-    weights, grads = torch.cat([p.reshape(-1) for p in init]), torch.zeros(2, n)
-
-    def views(flat: torch.Tensor) -> list[torch.Tensor]:
-        out, offset = [], 0
-        for p in init:
-            out.append(flat[offset:offset + p.numel()].view_as(p))
-            offset += p.numel()
-        return out
-
-    w1, b1, w2, b2 = views(weights)
-    current, reference = views(grads[0]), views(grads[1])
-
-    def gradient(x: torch.Tensor, y: torch.Tensor, out: list[torch.Tensor]) -> None:
-        h = torch.addmm(b1, x, w1.t()).relu_()
-        p = torch.softmax(torch.addmm(b2, h, w2.t()), 1)
-        p[torch.arange(len(y)), y] -= 1.0
-        p.div_(len(y))
-        dh = p.mm(w2).mul_(h > 0)
-        torch.mm(dh.t(), x, out=out[0])
-        torch.sum(dh, 0, out=out[1])
-        torch.mm(p.t(), h, out=out[2])
-        torch.sum(p, 0, out=out[3])
-
     past_x, past_y = torch.zeros(0, 784), torch.zeros(0, dtype=torch.long)
     ring_x, ring_y = torch.zeros(PER_TASK, 784), torch.zeros(PER_TASK, dtype=torch.long)
     for t in range(TASKS):
@@ -154,25 +132,20 @@ def floor_tasks(folder: Path, seed: int) -> Iterator:
         start = time.perf_counter()
         for i, batch in enumerate(loader):
             x = batch.x.view(len(batch.y), -1)
-            gradient(x, batch.y, current)
+            model.loss_grad(x, batch.y, grads.views[0])
             if len(past_y):
                 idx = torch.randperm(len(past_y), generator=generator)[:REFERENCE]
-                gradient(past_x.index_select(0, idx), past_y.index_select(0, idx), reference)
-                dots = torch.mv(grads, grads[1])
-                coef = dots[0].clamp(max=0.0) / dots[1].clamp(min=1e-12)
-                grads[0].addcmul_(grads[1], coef, value=-1)
-            weights.add_(grads[0], alpha=-LR)
+                model.loss_grad(past_x.index_select(0, idx), past_y.index_select(0, idx),
+                                grads.views[1])
+                project(grads.buffer)
+            with torch.no_grad():
+                for param in grads.params:
+                    param.sub_(param.grad, alpha=LR)
             slot = (i * BATCH) % PER_TASK
             ring_x[slot:slot + BATCH], ring_y[slot:slot + BATCH] = x, batch.y
         past_x, past_y = torch.cat([past_x, ring_x]), torch.cat([past_y, ring_y])
         yield time.perf_counter() - start
-    accs = []
-    for t in range(TASKS):
-        test = data("test", t)
-        x = norm.from_uint8(test.images).view(len(test), -1)
-        logits = torch.addmm(b2, torch.addmm(b1, x, w1.t()).relu_(), w2.t())
-        accs.append((logits.argmax(1) == test.labels).float().mean().item())
-    yield accs
+    yield [evaluate(model, data("test", t), normalize=norm)["accuracy"] for t in range(TASKS)]
 
 
 def avalanche_tasks(folder: Path, seed: int) -> Iterator:

@@ -60,8 +60,7 @@ OFFICIAL_FOLDERS = {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}  # as th
 NAME = re.compile(r"(?P<base>.+?)-c:(?P<corruption>[^:]*):(?P<severity>[^:]*)", re.IGNORECASE)
 
 __all__ = ["BENCHMARK", "CORRUPTIONS", "PRESETS", "SEVERITIES", "check_resources", "corrupt",
-           "corrupt_dataset",
-           "get_preset", "is_release", "load_corrupted", "official_split",
+           "corrupt_dataset", "get_preset", "is_release", "load_corrupted", "official_split",
            "parse_corrupted_name"]
 
 

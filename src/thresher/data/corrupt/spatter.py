@@ -22,8 +22,10 @@ MUD = (63 / 255, 42 / 255, 20 / 255)  # brown, RGB
 SKIMAGE_GREY = (0.2125, 0.7154, 0.0721)  # rgb2gray, used by the original for one-channel images
 EMBOSS = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]])
 TG22 = 13573  # round(tan(22.5 deg) * 2**15), Canny's direction test in fixed point
-# OpenCV's 5x5 chamfer mask for DIST_L2: steps (rows, columns) and their float32 costs
-CHAMFER = ((1, 0, 1.0), (1, 1, 1.4), (2, 1, 2.1969))
+# OpenCV's 5x5 chamfer mask for DIST_L2: each step (rows, columns) with its float32 cost
+CHAMFER = tuple(sorted({(si * i, sj * j, cost)
+                        for a, b, cost in ((1, 0, 1.0), (1, 1, 1.4), (2, 1, 2.1969))
+                        for i, j in ((a, b), (b, a)) for si in (1, -1) for sj in (1, -1)}))
 
 
 def spatter(x: torch.Tensor, p: Spatter, gen: torch.Generator) -> torch.Tensor:
@@ -88,7 +90,8 @@ def _water_map(levels: torch.Tensor) -> torch.Tensor:
 
 
 def _box3(x: torch.Tensor) -> torch.Tensor:
-    """Sum of each 3x3 neighbourhood, OpenCV's default border (reflect-101)."""
+    """Sum of each 3x3 neighbourhood, OpenCV's default border (reflect-101); summed exactly,
+    since OpenCV truncates the mean to uint8 (``ops.filter2d``'s SVD terms are not exact)."""
     padded = F.pad(x[:, None], (1, 1, 1, 1), mode="reflect")[:, 0]
     h, w = x.shape[-2:]
     return sum(padded[:, i:i + h, j:j + w] for i in range(3) for j in range(3))
@@ -147,12 +150,10 @@ def chamfer_distance(edges: torch.Tensor) -> torch.Tensor:
     cap = torch.tensor(20 + 2.1969, dtype=torch.float32)  # above 20 only "more than 20" matters
     d = torch.where(edges, 0.0, cap).to(torch.float32)
     h, w = edges.shape[-2:]
-    offsets = {(si * i, sj * j, cost) for a, b, cost in CHAMFER for i, j in ((a, b), (b, a))
-               for si in (1, -1) for sj in (1, -1)}
     for _ in range(20):
         padded = F.pad(d, (2, 2, 2, 2), value=float(cap))
         best = d
-        for i, j, cost in sorted(offsets):
+        for i, j, cost in CHAMFER:
             best = torch.minimum(best, padded[:, 2 + i:2 + i + h, 2 + j:2 + j + w] + cost)
         if torch.equal(best, d):
             break

@@ -86,14 +86,13 @@ class TaskRingBuffer:
         return self.past_x.shape[0] + min(self.written, self.per_task)
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        n, start = x.shape[0], self.written % self.per_task
-        if start + n <= self.per_task:  # one run of slots (batches smaller than the ring)
-            self.ring_x[start:start + n] = x.reshape(n, -1)
-            self.ring_y[start:start + n] = y
-        else:
-            slot = torch.arange(self.written, self.written + n, device=x.device) % self.per_task
-            self.ring_x.index_copy_(0, slot, x.reshape(n, -1))
-            self.ring_y.index_copy_(0, slot, y)
+        n = x.shape[0]
+        keep = min(n, self.per_task)  # of a batch longer than the ring only its tail survives
+        x, y = x.reshape(n, -1)[n - keep:], y[n - keep:]
+        start = (self.written + n - keep) % self.per_task
+        first = min(keep, self.per_task - start)  # up to the ring's end, the rest from slot 0
+        self.ring_x[start:start + first], self.ring_y[start:start + first] = x[:first], y[:first]
+        self.ring_x[:keep - first], self.ring_y[:keep - first] = x[first:], y[first:]
         self.written += n
 
     def end_task(self) -> None:

@@ -16,8 +16,9 @@ phase, one column per task). With T tasks:
 - backward transfer (Lopez-Paz & Ranzato 2017): (1/(T-1)) sum_{j<T-1} R[T-1][j] - R[j][j];
   negative means forgetting.
 
-Incremental accuracy, forgetting and BWT need a square matrix (one training phase per task) and at least two tasks;
-otherwise (e.g. the ``joint`` upper bound, trained once on everything) they are NaN.
+Incremental accuracy, forgetting and BWT need a square matrix (one training phase per task) and
+at least two tasks; otherwise (e.g. the ``joint`` upper bound, trained once on everything) they
+are NaN.
 """
 
 from __future__ import annotations
