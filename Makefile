@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # on GPU machines override it, e.g. `make TORCH="torch==2.5.1" demo`, or pre-install torch.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo test bench clean
+.PHONY: install demo lint test bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/thresher train --dataset digits --model mlp --epochs 15 --name demo
+
+lint: install
+	$(BIN)/ruff check .
 
 test: install
 	$(BIN)/python -m pytest

@@ -8,7 +8,8 @@ training calls only (evaluation happens once, after the last task, outside the c
 Avalanche needs its own torch, so it lives in a separate virtual environment:
 
     python3 -m venv benchmarks/.venv-avalanche
-    benchmarks/.venv-avalanche/bin/pip install torch==2.14.1 torchvision==0.29.1 "avalanche-lib==0.6.*"
+    benchmarks/.venv-avalanche/bin/pip install torch==2.14.1 torchvision==0.29.1 \
+        "avalanche-lib==0.6.*"
 
 One invocation runs both sides: this script builds the stream with `thresher.data.streams`,
 writes it as .npy files to a temporary folder, runs Thresher's A-GEM in this process and
@@ -24,10 +25,10 @@ Target: Thresher at least 3x faster at equal or better final average accuracy. B
 the same threads (default: every core). A third row, the arithmetic floor (`floor_tasks`), does
 the same A-GEM with nothing but its arithmetic (Thresher's closed-form MLP gradient and
 projection, no optimiser object, memory object or learner), so Avalanche's time over the
-floor's is about the most any framework could show on the machine at hand. The reference gradient's two
-256 x 784 x 200 matmuls per step dominate the floor and run near the cores' peak, which is why
-that ceiling is low on a small CPU. (Thresher's learners take the MLP's closed-form gradient,
-`MLP.loss_grad`, so they are held back only by those overheads.)
+floor's is about the most any framework could show on the machine at hand. The reference
+gradient's two 256 x 784 x 200 matmuls per step dominate the floor and run near the cores'
+peak, which is why that ceiling is low on a small CPU. (Thresher's learners take the MLP's
+closed-form gradient, `MLP.loss_grad`, so they are held back only by those overheads.)
 """
 
 from __future__ import annotations
@@ -41,11 +42,16 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 TASKS, TRAIN_PER_TASK, LR, BATCH, PER_TASK, REFERENCE = 5, 10_000, 0.1, 10, 250, 256
 AVALANCHE_PYTHON = Path(__file__).resolve().parent / ".venv-avalanche" / "bin" / "python"
+
+if TYPE_CHECKING:  # the Avalanche side imports none of Thresher
+    from thresher.data.dataset import ArrayDataset
+    from thresher.data.pipeline import Normalize
 
 
 def write_stream(folder: Path, seed: int) -> None:
@@ -84,10 +90,10 @@ def thresher_tasks(folder: Path, seed: int) -> Iterator:
     """Thresher's A-GEM: yields each task's training seconds, then the test accuracies."""
     import torch
 
+    from thresher.data.memory import TaskRingBuffer
     from thresher.data.pipeline import BatchLoader
     from thresher.models import build
     from thresher.studies.continual.learners import AGEM
-    from thresher.studies.continual.memory import TaskRingBuffer
     from thresher.train import evaluate, set_seed
 
     norm, data = read_stream(folder)
@@ -117,7 +123,7 @@ def floor_tasks(folder: Path, seed: int) -> Iterator:
 
     from thresher.data.pipeline import BatchLoader
     from thresher.models import build
-    from thresher.studies.continual.agem import FlatGrad, project
+    from thresher.optim import FlatGrad, project
     from thresher.train import evaluate, set_seed
 
     norm, data = read_stream(folder)
@@ -156,8 +162,9 @@ def avalanche_tasks(folder: Path, seed: int) -> Iterator:
     warnings.filterwarnings("ignore")
     import torch
     from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
-    from avalanche.benchmarks.utils.classification_dataset import \
-        _make_taskaware_tensor_classification_dataset as tensor_dataset
+    from avalanche.benchmarks.utils.classification_dataset import (
+        _make_taskaware_tensor_classification_dataset as tensor_dataset,
+    )
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training import AGEM
     from avalanche.training.plugins import EvaluationPlugin

@@ -24,8 +24,8 @@ def load_imagecorruptions():
         np.float_ = np.float64
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    import skimage.filters
     import imagecorruptions.corruptions as ic
+    import skimage.filters
 
     original = skimage.filters.gaussian
 

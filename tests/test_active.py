@@ -1,7 +1,6 @@
 """The active learning study on the offline digits data."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -11,11 +10,9 @@ from thresher.data import load_splits
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.models import build
-from thresher.runs.config import ConfigError, dump_yaml, load_config
+from thresher.runs.config import ConfigError, load_config
 from thresher.select import STRATEGIES, Context, Oracle
 from thresher.studies.active import ActiveConfig, plan
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +79,3 @@ def test_budget_larger_than_the_data_fails_clearly(tmp_path, capsys):
     code = main(["-q", "active", "--runs-dir", str(tmp_path), "--budget", "5000", "--runs", "1"])
     assert code == 2
     assert "budget 5000 is larger than the training split" in capsys.readouterr().err
-
-
-def test_default_yaml_matches_the_dataclass_defaults():
-    assert (ROOT / "configs" / "active" / "default.yaml").read_text() == \
-        dump_yaml(ActiveConfig())

@@ -1,16 +1,11 @@
 """The `thresher` command end to end on the offline digits data."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from thresher.cli import main
-from thresher.runs.config import dump_yaml
 from thresher.runs.store import RunStore
-from thresher.studies.train import TrainConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def train(tmp_path, *extra: str) -> int:
@@ -29,7 +24,8 @@ def test_train_writes_a_complete_run_and_a_store_row(tmp_path, capsys):
     accs = summary["metrics"]["test_acc_per_seed"]
     assert len(accs) == 2 and min(accs) > 0.8
     assert (run_dir / "model-seed0.pt").exists() and (run_dir / "model-seed1.pt").exists()
-    assert (run_dir / "config.yaml").exists() and (run_dir / "results.txt").exists()
+    assert (run_dir / "config.yaml").exists()
+    assert (run_dir / "results.txt").read_text() in out and "table" not in summary["metrics"]
     record = RunStore(tmp_path).get("train/one")
     assert record.status == "completed"
     assert record.metrics["test_acc"] == pytest.approx(sum(accs) / 2)
@@ -45,7 +41,7 @@ def test_same_seed_same_result_other_seed_other_result(tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "fit.lrr=0.1"], "unknown config key 'fit.lrr'; did you mean 'fit.lr'?"),
-    (["--dataset", "digitz"], "Did you mean 'digits'"),
+    (["--dataset", "digitz"], "did you mean 'digits'?"),
     (["--model", "resnet20"], "needs inputs of at least 16x16"),
     (["--augment", "fancy"], "none, standard, strong, cutout"),
     (["--epochs", "-1"], "fit.epochs must be positive"),
@@ -71,11 +67,8 @@ def test_runs_list_and_show(tmp_path, capsys):
     assert main(["runs", "list", "--runs-dir", str(tmp_path)]) == 0
     assert "train/listed" in capsys.readouterr().out
     assert main(["runs", "show", "listed", "--runs-dir", str(tmp_path)]) == 0
-    assert "test_acc" in capsys.readouterr().out
-
-
-def test_default_yaml_matches_the_dataclass_defaults():
-    assert (ROOT / "configs" / "train" / "default.yaml").read_text() == dump_yaml(TrainConfig())
+    shown = capsys.readouterr().out
+    assert "test_acc" in shown and "mlp on digits" in shown  # metrics and the result table
 
 
 @pytest.mark.data

@@ -1,6 +1,8 @@
 """Corruptions: hand-computed values, noise statistics, severity order, determinism, errors."""
 
+import hashlib
 import os
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -8,10 +10,17 @@ import pytest
 import torch
 
 from thresher.data import DataError, load
-from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, PRESETS, corrupt, corrupt_dataset,
-                                   ops, parse_corrupted_name)
+from thresher.data.corrupt import (
+    BENCHMARK,
+    CORRUPTIONS,
+    PRESETS,
+    _generator,
+    corrupt,
+    corrupt_dataset,
+    ops,
+    parse_corrupted_name,
+)
 from thresher.data.corrupt.blur import _glass_moves, disk_kernel
-from thresher.data.corrupt.presets import Glass
 from thresher.data.corrupt.spatter import canny, chamfer_distance, equalize_hist, spatter_apply
 from thresher.data.corrupt.weather import frost_dir, plasma_fractal
 
@@ -272,9 +281,11 @@ def test_frost_without_textures_names_the_package(monkeypatch, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (("fgo", 1, "cifar"), "unknown corruption 'fgo'; choose one of gaussian_noise"),
+    (("fgo", 1, "cifar"), "unknown corruption 'fgo'; did you mean 'fog'\\? choose one of: "
+                          "gaussian_noise"),
     (("fog", 6, "cifar"), "severity must be one of 1, 2, 3, 4, 5, got 6"),
-    (("fog", 1, "imagenet-c"), "unknown corruption preset 'imagenet-c'; choose one of cifar"),
+    (("fog", 1, "imagenet-c"), "unknown corruption preset 'imagenet-c'; did you mean "
+                               "'imagenet'\\? choose one of: cifar, imagenet"),
 ])
 def test_bad_names_are_refused_with_the_choices(args, message):
     with pytest.raises(DataError, match=message):
@@ -286,7 +297,7 @@ def test_corrupted_dataset_names_parse_or_fail_clearly():
     assert parse_corrupted_name("cifar10") is None
     with pytest.raises(DataError, match="got 0"):
         parse_corrupted_name("cifar10-c:fog:0")
-    with pytest.raises(DataError, match="choose one of gaussian_noise"):
+    with pytest.raises(DataError, match="choose one of: gaussian_noise"):
         parse_corrupted_name("cifar10-c:mist:2")
     with pytest.raises(DataError, match="<dataset>-c:<corruption>:<severity>"):
         parse_corrupted_name("cifar10:fog")
@@ -301,10 +312,43 @@ def test_load_by_name_matches_corrupt_dataset(tmp_path, monkeypatch):
     assert torch.equal(named.images, direct.images) and torch.equal(named.labels, clean.labels)
 
 
+def test_chunk_streams_keep_the_published_derivation():
+    """Every generated split depends on this: (seed, crc32(name), severity, chunk) through
+    NumPy's SeedSequence, the top 63 bits of its first word seeding torch."""
+    for seed, name, severity, chunk in ((0, "fog", 3, 0), (7, "shot_noise", 5, 2)):
+        words = [seed, zlib.crc32(name.encode()), severity, chunk]
+        state = int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0] >> 1)
+        expected = torch.randint(2**62, (8,), generator=torch.Generator().manual_seed(state))
+        got = torch.randint(2**62, (8,), generator=_generator(seed, name, severity, chunk,
+                                                               torch.device("cpu")))
+        assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("name, severity, digest", [
+    ("impulse_noise", 4, "865eda71acf6ba9f7904813c98fb3982"),
+    ("shot_noise", 2, "5a83b1e1e02a65bfc1588548543336dc"),
+])
+def test_corrupted_pixels_are_unchanged(name, severity, digest):
+    """SHA-256 prefixes of known outputs: a change to the chunk streams or the noises shows
+    here (noises whose draws are exact, uniform thresholds and Poisson counts, so the digests
+    do not hang on the order of float operations)."""
+    x = torch.randint(0, 256, (8, 3, 32, 32), generator=torch.Generator().manual_seed(0),
+                      dtype=torch.uint8)
+    out = corrupt(x, name, severity, seed=11).numpy().tobytes()
+    assert hashlib.sha256(out).hexdigest()[:32] == digest
+
+
+def test_corruptions_and_presets_are_registries():
+    assert list(CORRUPTIONS)[:3] == ["gaussian_noise", "shot_noise", "impulse_noise"]
+    assert CORRUPTIONS["fog"] is CORRUPTIONS.get("fog") and "mist" not in CORRUPTIONS
+    assert PRESETS.names() == ["cifar", "imagenet"]
+    assert PRESETS.description("cifar").startswith("CIFAR-10-C")
+
+
 def test_benchmark_has_the_fifteen_published_corruptions():
     assert len(BENCHMARK) == 15 and BENCHMARK[0] == "gaussian_noise"
     assert set(PRESETS["cifar"].params) == set(PRESETS["imagenet"].params) == set(CORRUPTIONS)
-    assert all(len(v) == 5 for p in PRESETS.values() for v in p.params.values())
+    assert all(len(v) == 5 for _, p in PRESETS.items() for v in p.params.values())
     assert len(PRESETS["cifar"].params["zoom_blur"][0].factors) == 7  # np.arange(1, 1.06, .01)
     assert np.isclose(PRESETS["imagenet"].params["elastic_transform"][0].amplitude, 0.0625)
 

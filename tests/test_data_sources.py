@@ -19,8 +19,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from thresher.data import DataError, list_datasets, load, load_splits, resolve_data_dir
-from thresher.data import cache, formats, sources
+from thresher.data import (
+    DataError,
+    cache,
+    formats,
+    list_datasets,
+    load,
+    load_splits,
+    resolve_data_dir,
+    sources,
+)
 from thresher.data.formats import read_cifar_batch, read_cifar_meta, read_idx, read_image_folder
 
 CIFAR10 = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
@@ -167,7 +175,8 @@ def test_synthetic_is_deterministic_and_learnable(data_dir):
 
 
 def test_unknown_names_splits_and_options(data_dir):
-    with pytest.raises(DataError, match=r"choose one of .*mnist.*cifar10.*Did you mean 'mnist'"):
+    with pytest.raises(DataError, match=r"unknown dataset 'mnsit'; did you mean 'mnist'\? "
+                                        r"choose one of: .*mnist.*cifar10"):
         load("mnsit", data_dir=data_dir)
     with pytest.raises(DataError, match="valid splits: train, test"):
         load("digits", "val", data_dir)

@@ -10,9 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from thresher.models import (Classifier, ConvAutoencoder, WrappedClassifier, build, list_models,
-                             model_options, register_model)
-from thresher.models import registry
+from thresher.models import (
+    Classifier,
+    ConvAutoencoder,
+    WrappedClassifier,
+    build,
+    list_models,
+    model_options,
+    register_model,
+    registry,
+)
 
 # One appropriate input shape per registered model (the digits / MNIST / CIFAR sizes).
 SHAPES = {
@@ -293,7 +300,7 @@ def test_bad_in_shape(in_shape):
 # Extension points -------------------------------------------------------------------------------
 
 def test_register_model_uses_builder_signature_for_options(monkeypatch):
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.MODELS, "_entries", dict(registry.MODELS._entries))
 
     @register_model("tiny", "a test model")
     def tiny(num_classes, in_shape, *, hidden=4):
@@ -333,3 +340,13 @@ def test_torchvision_backbone_satisfies_the_seam():
     with torch.no_grad():
         torch.testing.assert_close(model(x), model.head(model.embed(x)))
     assert model.embed_dim == 512 and model.num_classes == 10
+
+
+def test_mlp_takes_feature_vectors_and_image_models_refuse_them():
+    probe = build("mlp", 3, (7,), widths=())  # the linear probe of latent-space studies
+    x = torch.randn(4, 7)
+    assert probe(x).shape == (4, 3) and torch.equal(probe.embed(x), x)
+    assert build("mlp", 3, (7,), widths=(5,)).embed_dim == 5
+    with pytest.raises(ValueError, match=r"simple_cnn: in_shape must be \(C, H, W\): it takes "
+                                         r"images, not feature vectors, got \(7,\)"):
+        build("simple_cnn", 3, (7,))

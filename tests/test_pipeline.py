@@ -3,8 +3,14 @@
 import pytest
 import torch
 
-from thresher.data.augment import (POLICIES, color_jitter, cutout, get_policy, random_crop,
-                                   random_rotation)
+from thresher.data.augment import (
+    POLICIES,
+    color_jitter,
+    cutout,
+    get_policy,
+    random_crop,
+    random_rotation,
+)
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import BatchLoader, Normalize
 
@@ -20,9 +26,10 @@ def test_normalize_matches_direct_computation():
     data = make_data(40)
     norm = Normalize.from_dataset(data, chunk=7)
     x = data.images.double() / 255
-    assert torch.allclose(torch.tensor(norm.mean, dtype=torch.float64), x.mean(dim=(0, 2, 3)), atol=1e-9)
-    assert torch.allclose(torch.tensor(norm.std, dtype=torch.float64), x.std(dim=(0, 2, 3), unbiased=False),
+    assert torch.allclose(torch.tensor(norm.mean, dtype=torch.float64), x.mean(dim=(0, 2, 3)),
                           atol=1e-9)
+    assert torch.allclose(torch.tensor(norm.std, dtype=torch.float64),
+                          x.std(dim=(0, 2, 3), unbiased=False), atol=1e-9)
     z = norm(x.float())
     assert torch.allclose(z.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-4)
 
@@ -90,7 +97,7 @@ def test_crop_offsets_cover_all_shifts():
     # a shift shows up as a zero row/column at one border; all 9 shifts occur
     top, bottom = out[:, 0, 0].sum(1) == 0, out[:, 0, -1].sum(1) == 0
     left, right = out[:, 0, :, 0].sum(1) == 0, out[:, 0, :, -1].sum(1) == 0
-    combos = {(int(t), int(b), int(l), int(r)) for t, b, l, r in zip(top, bottom, left, right)}
+    combos = {(int(t), int(b), int(lf), int(r)) for t, b, lf, r in zip(top, bottom, left, right)}
     assert len(combos) == 9
 
 
@@ -140,8 +147,14 @@ def test_policies_preserve_shape_dtype_and_are_reproducible():
         assert torch.equal(a.x, b.x)
 
 
+def test_policies_are_a_registry_with_descriptions():
+    assert POLICIES.names() == ["none", "standard", "strong", "cutout"]
+    assert get_policy("strong").rotation == 15.0 and "jitter" in POLICIES.description("strong")
+
+
 def test_unknown_policy_and_bad_sizes_are_rejected():
-    with pytest.raises(ValueError, match="unknown augmentation 'standart'.*did you mean 'standard'"):
+    with pytest.raises(ValueError,
+                       match="unknown augmentation 'standart'.*did you mean 'standard'"):
         get_policy("standart")
     with pytest.raises(ValueError, match="batch_size must be positive"):
         BatchLoader(make_data(4), 0)

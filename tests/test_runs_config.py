@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -12,6 +12,7 @@ from thresher.runs.config import (
     check_range,
     config_to_dict,
     dump_yaml,
+    flatten,
     load_config,
 )
 
@@ -34,7 +35,7 @@ class Study:
     name: str = "demo"
     hidden: tuple[int, ...] = (128, 64)
     datasets: list[str] = field(default_factory=lambda: ["digits"])
-    budget: Optional[int] = None
+    budget: int | None = None
     patience: int | None = 5
     fraction: float = 0.5
     fit: Fit = field(default_factory=Fit)
@@ -215,3 +216,13 @@ def test_config_to_dict_and_yaml_round_trip(tmp_path):
     path = tmp_path / "dumped.yaml"
     path.write_text(dump_yaml(cfg))
     assert load_config(Study, path) == cfg
+
+
+def test_flatten_enters_every_mapping_or_only_the_sections_asked_for():
+    tree = {"fit": {"lr": 0.1, "sched": {"warmup": 1}}, "model_options": {"widths": [8]},
+            "dataset_options": {}}
+    assert flatten(tree) == {"fit.lr": 0.1, "fit.sched.warmup": 1, "model_options.widths": [8],
+                             "dataset_options": {}}
+    assert flatten(tree, descend=lambda key: key.startswith("fit")) == {
+        "fit.lr": 0.1, "fit.sched.warmup": 1, "model_options": {"widths": [8]},
+        "dataset_options": {}}

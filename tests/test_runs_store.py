@@ -16,6 +16,7 @@ import yaml
 import thresher
 from thresher.runs.commands import runs_compare, runs_list, runs_show
 from thresher.runs.store import (
+    DIFF_FILE,
     RunLookupError,
     RunStore,
     atomic_path,
@@ -109,6 +110,36 @@ def test_git_commit_is_real_or_none(tmp_path):
     else:
         assert commit is None
     assert git_commit(tmp_path) is None  # not a git checkout
+
+
+def git(repo: Path, *args: str) -> str:
+    done = subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def test_a_dirty_checkout_saves_its_diff_beside_the_summary(tmp_path):
+    repo = tmp_path / "code"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "model.py").write_text("width = 128\n")
+    git(repo, "add", "model.py")
+    git(repo, "commit", "-q", "-m", "first")
+    head = git(repo, "rev-parse", "HEAD")
+    store = RunStore(tmp_path / "runs", repo=repo)
+    with store.start("s", {}, name="clean") as run:
+        pass
+    assert summary_of(run)["git_commit"] == head and not run.path(DIFF_FILE).exists()
+
+    (repo / "model.py").write_text("width = 256\n")
+    (repo / "notes.txt").write_text("untracked\n")
+    with store.start("s", {}, name="dirty") as run:
+        pass
+    assert summary_of(run)["git_commit"] == head + "-dirty"
+    diff = run.path(DIFF_FILE).read_text()
+    assert "-width = 128" in diff and "+width = 256" in diff and "notes.txt" not in diff
+    (repo / "model.py").write_text("width = 128\n")  # the diff is the code as the run began
+    assert git(repo, "apply", "--check", str(run.path(DIFF_FILE))) == ""
 
 
 def test_git_commit_without_git_binary(monkeypatch):
@@ -216,7 +247,7 @@ def test_get_by_id_name_path_and_errors(tmp_path):
     assert store.get(tmp_path / "active" / "b").id == "active/b"
     with pytest.raises(RunLookupError, match="ambiguous.*distill/a.*active/a"):
         store.get("a")
-    with pytest.raises(RunLookupError, match="no run 'active/bb'.*did you mean: active/b"):
+    with pytest.raises(RunLookupError, match="no run 'active/bb'.*did you mean 'active/b'"):
         store.get("active/bb")
 
 
@@ -245,6 +276,10 @@ def test_commands(tmp_path):
 
     shown = runs_show(store, "active/a")
     assert "fit.lr" in shown and "acc" in shown and "python" in shown and "completed" in shown
+    assert "results" not in shown  # the run saved no table
+    with store.start("active", {}, name="tabled") as run:
+        run.save_results("method  acc\nrandom  0.9")
+    assert runs_show(store, "active/tabled").endswith("results\nmethod  acc\nrandom  0.9")
 
     compared = runs_compare(store, ["active/a", "active/b"]).splitlines()
     assert compared[0].split() == ["active/a", "active/b"]

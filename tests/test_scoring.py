@@ -7,7 +7,6 @@ import torch.nn.functional as F
 
 from thresher.scoring import el2n, entropy, grad_norm, least_confidence, margin
 
-
 P = torch.tensor([[0.5, 0.3, 0.2], [0.9, 0.05, 0.05], [1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]])
 
 

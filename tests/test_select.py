@@ -4,9 +4,18 @@ import pytest
 import torch
 from sklearn.cluster import KMeans
 
-from thresher.select import (badge, estimate_lambda, kcenter_greedy, kmeans, kmeans_pp,
-                             medoid_centers, random_sample, sensitivity_sample,
-                             systematic_pps, top_k)
+from thresher.select import (
+    badge,
+    estimate_lambda,
+    kcenter_greedy,
+    kmeans,
+    kmeans_pp,
+    medoid_centers,
+    random_sample,
+    sensitivity_sample,
+    systematic_pps,
+    top_k,
+)
 from thresher.select.kmeans import euclidean_sq_dist_to
 from thresher.train import last_layer_grad_embeddings
 

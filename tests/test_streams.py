@@ -4,7 +4,15 @@ import pytest
 import torch
 
 from thresher.data.dataset import ArrayDataset
-from thresher.data.streams import make_stream, num_outputs, permute_pixels, rotate
+from thresher.data.streams import (
+    DEFAULT_TASKS,
+    KINDS,
+    make_stream,
+    num_outputs,
+    permute_pixels,
+    rotate,
+)
+from thresher.seeding import make_generator
 
 
 def numbered(n: int, size: int = 6, seed: int = 0) -> ArrayDataset:
@@ -33,6 +41,22 @@ def test_rotate_matches_exact_quarter_turns_and_keeps_uint8():
     assert torch.equal(rotate(images, 90), torch.rot90(images, 1, (2, 3)))
     assert torch.equal(rotate(images, 180), torch.flip(images, (2, 3)))
     assert rotate(images, 33).dtype == torch.uint8
+
+
+def test_a_stream_draws_from_the_seeds_own_stream_key():
+    """Task shares come from ``make_generator(seed, "stream")``, not the bare seed, so the
+    stream does not repeat the draws of another consumer of the same seed."""
+    train = numbered(40)
+    tasks = make_stream("rotation", train, train, 2, seed=7)
+    order = torch.randperm(40, generator=make_generator(7, "stream"))
+    assert tasks[0].train.labels.tolist() == order[:20].tolist()
+    bare = torch.randperm(40, generator=torch.Generator().manual_seed(7))
+    assert tasks[0].train.labels.tolist() != bare[:20].tolist()
+
+
+def test_kinds_are_a_registry_with_their_default_task_counts():
+    assert list(KINDS) == ["permutation", "rotation", "class_split"]
+    assert DEFAULT_TASKS == {"permutation": 10, "rotation": 10, "class_split": 5}
 
 
 def test_permutation_tasks_are_disjoint_shares_with_one_permutation_each():
@@ -93,7 +117,8 @@ def test_class_split_domain_rewrites_labels_and_class_keeps_them():
 
 
 @pytest.mark.parametrize("kind, tasks, message", [
-    ("shuffle", 2, "unknown stream kind 'shuffle'; choose one of permutation, rotation"),
+    ("shuffle", 2, "unknown stream kind 'shuffle'; choose one of: permutation, rotation"),
+    ("rotatoin", 2, "did you mean 'rotation'"),
     ("class_split", 3, "3 tasks do not divide 10"),
     ("permutation", 0, "at least one task"),
 ])

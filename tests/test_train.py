@@ -9,8 +9,19 @@ from torch import nn
 
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
-from thresher.train import (FitConfig, build_optimizer, build_schedule, evaluate, fit,
-                            last_layer_grad_embeddings, predict, set_seed)
+from thresher.train import (
+    FitConfig,
+    LossSpikeScheduler,
+    build_optimizer,
+    build_schedule,
+    evaluate,
+    fit,
+    last_layer_grad_embeddings,
+    optimizer_options,
+    param_groups,
+    predict,
+    set_seed,
+)
 
 
 class TinyNet(nn.Module):
@@ -111,7 +122,8 @@ def test_bad_weights_and_early_stopping_without_validation_are_rejected():
         fit(TinyNet(), blobs(30), quick(), weights=-torch.ones(30))
     with pytest.raises(ValueError, match="early_stopping needs validation"):
         fit(TinyNet(), blobs(30), quick(early_stopping=2))
-    with pytest.raises(ValueError, match="fit.optimizer 'sgdd'"):
+    with pytest.raises(ValueError, match="fit.optimizer: unknown optimizer 'sgdd'; did you "
+                                         "mean 'sgd'"):
         quick(optimizer="sgdd").validate()
     with pytest.raises(ValueError, match="fit.epochs must be positive"):
         quick(epochs=0).validate()
@@ -170,3 +182,131 @@ def test_schedules_follow_their_formulas():
     assert lrs[6] == pytest.approx(0.5 * (1 + math.cos(math.pi * 4 / 8)))
     with pytest.raises(ValueError, match="unknown schedule 'cosin'.*did you mean 'cosine'"):
         build_schedule("cosin", opt, 10)
+
+
+def test_loss_spike_scheduler_decays_on_plateau_and_resets_on_spike():
+    sched = LossSpikeScheduler(0.1, factor=0.5, patience=2, spike=1.0)
+    lrs = [sched.step(loss) for loss in [1.0, 1.0, 1.0, 1.0]]
+    assert lrs == [0.1, 0.1, 0.1, 0.05]  # 3 batches without improvement > patience 2
+    lrs = [sched.step(loss) for loss in [5.0, 5.0, 5.0]]
+    assert lrs[-1] == 0.1 and sched.best == 5.0  # a sustained spike restores the first rate
+
+
+# --- step hooks, parameter groups, optimiser options, features ------------------------------
+
+
+def params_of(model: nn.Module) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_custom_loss_fn_replaces_the_default_and_sees_the_batch():
+    """A loss_fn that is the default cross-entropy reproduces default training exactly; one
+    that ignores half the classes trains a different model."""
+    def train(loss_fn):
+        set_seed(0)
+        model = TinyNet()
+        fit(model, blobs(), quick(epochs=2), loss_fn=loss_fn, device=torch.device("cpu"))
+        return params_of(model)
+
+    default = train(None)
+    same = train(lambda logits, batch: F.cross_entropy(logits, batch.y, reduction="none"))
+    masked = train(lambda logits, batch: F.cross_entropy(logits, batch.y, reduction="none")
+                   * (batch.y != 2))
+    assert torch.equal(default, same)
+    assert not torch.allclose(default, masked)
+
+
+def test_before_epoch_trains_on_the_rows_it_returns_and_the_schedule_keeps_pace():
+    data = blobs(300)
+    seen: list[torch.Tensor] = []
+    lrs: list[float] = []
+    set_seed(0)
+    result = fit(TinyNet(), data, quick(epochs=4, batch_size=10),
+                 before_epoch=lambda epoch: torch.arange(50) if epoch % 2 else None,
+                 after_step=lambda step: seen.append(step.batch.index),
+                 on_epoch=lambda row: lrs.append(row["lr"]), device=torch.device("cpu"))
+    rows = [r.get("examples") for r in result.history]
+    assert rows == [50, None, 50, None]  # 5 batches of 10 on odd epochs, all 300 on even ones
+    assert len(seen) == 5 + 30 + 5 + 30
+    assert torch.cat(seen[:5]).sort().values.tolist() == list(range(50))
+    # the cosine schedule spans 4 full epochs whatever the subset sizes: after epoch 2 it is
+    # at its midpoint, exactly as in full-data training
+    assert lrs[1] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 60 / 120)))
+    with pytest.raises(ValueError, match="epoch rows must lie in"):
+        fit(TinyNet(), data, quick(epochs=1), before_epoch=lambda e: torch.tensor([0, 300]),
+            device=torch.device("cpu"))
+
+
+def test_after_backward_can_rewrite_gradients_and_after_step_sees_per_example_losses():
+    set_seed(0)
+    model = TinyNet()
+    before = params_of(model)
+
+    def freeze_body(step):
+        for p in step.model.body.parameters():
+            p.grad.zero_()
+
+    losses = []
+    fit(model, blobs(), quick(epochs=1, batch_size=50, momentum=0.0, weight_decay=0.0),
+        after_backward=freeze_body,
+        after_step=lambda step: losses.append((step.losses, step.loss, step.step)),
+        device=torch.device("cpu"))
+    body = sum(p.numel() for p in model.body.parameters())
+    assert torch.equal(params_of(model)[:body], before[:body])  # gradient surgery held
+    assert not torch.equal(params_of(model)[body:], before[body:])  # the head still learned
+    assert [s for _, _, s in losses] == list(range(6))
+    for per_example, mean, _ in losses:
+        assert per_example.shape == (50,) and not per_example.requires_grad
+        assert per_example.mean().item() == pytest.approx(mean.item())
+
+
+def test_weight_decay_skips_biases_unless_asked():
+    """With a zero loss only decay moves parameters: weights shrink, biases do not."""
+    def decayed(decay_1d):
+        set_seed(0)
+        model = TinyNet()
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        fit(model, blobs(), quick(epochs=1, momentum=0.0, weight_decay=0.1, schedule="constant",
+                                  decay_1d=decay_1d),
+            loss_fn=lambda logits, batch: 0.0 * logits.sum(1), device=torch.device("cpu"))
+        return {n: not torch.equal(p, before[n]) for n, p in model.named_parameters()}
+
+    assert decayed(False) == {"body.1.weight": True, "body.1.bias": False,
+                              "head.weight": True, "head.bias": False}
+    assert all(decayed(True).values())
+    groups = param_groups(TinyNet(), 0.1)
+    assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
+    assert len(param_groups(TinyNet(), 0.0)) == 1  # nothing to split: one fused update
+
+
+def test_optimizer_options_reach_the_optimizer_and_unknown_ones_are_refused():
+    opt = build_optimizer("adam", TinyNet(), lr=1e-3, options={"betas": [0.5, 0.6], "eps": 1e-6})
+    assert opt.param_groups[0]["betas"] == (0.5, 0.6) and opt.param_groups[0]["eps"] == 1e-6
+    assert optimizer_options("sgd") == {"dampening": 0.0}
+    with pytest.raises(ValueError, match="'adam' has no option 'beta'.*did you mean 'betas'"):
+        quick(optimizer="adam", optimizer_options={"beta": 0.9}).validate()
+
+
+def test_float_features_train_through_the_same_loop_untouched():
+    """A linear probe on float features: the pipeline passes them through (no normalisation,
+    no augmentation), so one step of plain SGD matches the hand-computed update."""
+    g = torch.Generator().manual_seed(0)
+    feats = torch.randn(64, 5, generator=g)
+    labels = (feats[:, 0] > 0).long()
+    data = ArrayDataset(feats, labels, ["neg", "pos"], "latents")
+    assert data.is_features and data.in_shape == (5,)
+    probe = nn.Linear(5, 2)
+    ref = nn.Linear(5, 2)
+    ref.load_state_dict(probe.state_dict())
+    fit(probe, data, quick(epochs=1, batch_size=64, momentum=0.0, weight_decay=0.0),
+        device=torch.device("cpu"))
+    F.cross_entropy(ref(feats), labels).backward()
+    with torch.no_grad():
+        for p in ref.parameters():
+            p -= 0.1 * p.grad
+    assert torch.allclose(probe.weight, ref.weight, atol=1e-6)
+    trained = fit(probe, data, quick(epochs=30, batch_size=16), device=torch.device("cpu"))
+    assert trained.normalize is None
+    assert evaluate(probe, data, normalize=None)["accuracy"] > 0.9
+    with pytest.raises(ValueError, match="holds float features: use augment 'none'"):
+        fit(probe, data, quick(augment="standard"), device=torch.device("cpu"))

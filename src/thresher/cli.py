@@ -12,16 +12,17 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Sequence
 from types import FrameType
-from typing import Sequence
 
 from thresher.data import DataError
 from thresher.runs.config import ConfigError, dump_yaml, load_config
-from thresher.runs.store import RunLookupError, RunStore
+from thresher.runs.store import RESULTS_FILE, RunLookupError, RunStore
 from thresher.studies import Command, Study, load_builtin
+from thresher.studies.common import SEED_HELP
 
 COMMON_FLAGS = (
-    ("--seed", "seed", "random seed (fixes data order, initialisation and augmentation)"),
+    ("--seed", "seed", SEED_HELP),
     ("--device", "device", "auto, cpu, cuda, cuda:N or mps (auto: cuda > mps > cpu)"),
     ("--data-dir", "data_dir", "data folder (default: $THRESHER_DATA, else ./data)"),
 )
@@ -81,9 +82,9 @@ def _run_study(study: Study, args: argparse.Namespace) -> int:
     store = RunStore(args.runs_dir)
     with store.start(study.name, cfg, name=args.name, seed=getattr(cfg, "seed", None)) as run:
         run.metrics = study.run(cfg, run)
-    table = run.metrics.get("table")
-    if table:
-        print(table)
+    results = run.path(RESULTS_FILE)
+    if results.is_file():
+        print(results.read_text(), end="")
     print(f"run {run.id}: {run.dir}")
     return 0
 
@@ -92,7 +93,8 @@ def _datasets(args: argparse.Namespace) -> int:
     from thresher.data import list_datasets
     from thresher.runs.report import format_table
 
-    rows = [{"name": d.name, "classes": d.num_classes, "shape": "x".join(map(str, d.shape)) if d.shape else "-",
+    rows = [{"name": d.name, "classes": d.num_classes,
+             "shape": "x".join(map(str, d.shape)) if d.shape else "-",
              "present": "yes" if d.available else "no", "cached": "yes" if d.cached else "no",
              "location": d.location, "description": d.description}
             for d in list_datasets(args.data_dir)]
@@ -142,9 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_runs)
 
     studies, commands = load_builtin()
-    for study in studies.values():
+    for _, study in studies.items():
         _add_study(sub, study)
-    for command in commands.values():
+    for _, command in commands.items():
         _add_command(sub, command)
     return parser
 

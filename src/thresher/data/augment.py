@@ -8,12 +8,13 @@ uint8 images (as torchvision does on PIL images); colour and geometry act on flo
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
+from thresher.registry import Registry
 
 
 def random_crop(x: torch.Tensor, padding: int, gen: torch.Generator,
@@ -150,20 +151,17 @@ class Policy:
 
 
 # Padding is given for 32 px images and scaled with the image side (4 px at 32, 1 px at 8).
-POLICIES: dict[str, Policy] = {
-    "none": Policy("none"),
-    "standard": Policy("standard", crop_padding=4, flip=True),
-    "strong": Policy("strong", crop_padding=4, flip=True, jitter=(0.4, 0.4, 0.4, 0.1),
-                     rotation=15.0),
-    "cutout": Policy("cutout", crop_padding=4, flip=True, cutout_fraction=0.5),
-}
+POLICIES: Registry[Policy] = Registry("augmentation")
+POLICIES.register("none", Policy("none"), description="no augmentation")
+POLICIES.register("standard", Policy("standard", crop_padding=4, flip=True),
+                  description="4 px zero-padded random crop + horizontal flip")
+POLICIES.register("strong", Policy("strong", crop_padding=4, flip=True,
+                                   jitter=(0.4, 0.4, 0.4, 0.1), rotation=15.0),
+                  description="standard + colour jitter + rotation up to 15 degrees")
+POLICIES.register("cutout", Policy("cutout", crop_padding=4, flip=True, cutout_fraction=0.5),
+                  description="standard + a hole half the image side, after normalisation")
 
 
 def get_policy(name: str) -> Policy:
-    """The policy called ``name``; an unknown name lists the choices."""
-    if name not in POLICIES:
-        close = difflib.get_close_matches(name, POLICIES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ValueError(f"unknown augmentation {name!r}: choose one of "
-                         f"{', '.join(POLICIES)}{hint}")
+    """The policy called ``name``; an unknown name raises ValueError naming the choices."""
     return POLICIES[name]

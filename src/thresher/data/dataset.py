@@ -3,6 +3,11 @@
 Keeping the dataset as one uint8 tensor (not a list of files or PIL images) is what lets every
 later stage — batching, augmentation, scoring, selection — run as tensor operations on the
 device with no per-example Python.
+
+The same container carries float *features* (an encoder's latents, ``[N, D]`` or any
+``[N, ...]`` float tensor) already normalised by whoever made them: the pipeline passes them
+through untouched, so a linear probe trains through the same `fit` as an image model while the
+uint8 image path stays exactly as fast as before.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import torch
 
 @dataclass
 class ArrayDataset:
-    """Images as uint8 ``[N, C, H, W]``, labels as int64 ``[N]``, plus class names."""
+    """Images as uint8 ``[N, C, H, W]`` (or float features ``[N, ...]``), labels as int64
+    ``[N]``, plus class names."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -28,10 +34,11 @@ class ArrayDataset:
             self.images = torch.from_numpy(np.ascontiguousarray(self.images))
         if isinstance(self.labels, np.ndarray):
             self.labels = torch.from_numpy(np.ascontiguousarray(self.labels))
-        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+        is_image = self.images.dtype == torch.uint8 and self.images.dim() == 4
+        if not is_image and not (self.images.is_floating_point() and self.images.dim() >= 2):
             raise ValueError(
-                f"{self.name}: images must be uint8 [N, C, H, W], got {self.images.dtype} "
-                f"{tuple(self.images.shape)}"
+                f"{self.name}: images must be uint8 [N, C, H, W] or float features [N, ...], "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
             )
         self.labels = self.labels.to(torch.int64)
         if self.labels.shape != (self.images.shape[0],):
@@ -44,9 +51,15 @@ class ArrayDataset:
         return self.images.shape[0]
 
     @property
-    def in_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` of one image: what `models.build` needs."""
-        return tuple(self.images.shape[1:])  # type: ignore[return-value]
+    def in_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` of one image (``(D,)`` of a feature vector): what `models.build`
+        needs."""
+        return tuple(self.images.shape[1:])
+
+    @property
+    def is_features(self) -> bool:
+        """Float features (pass through the pipeline as they are), not uint8 images."""
+        return self.images.is_floating_point()
 
     @property
     def num_classes(self) -> int:

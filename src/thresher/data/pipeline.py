@@ -8,14 +8,16 @@ and every augmentation draw.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterator, NamedTuple
+from typing import NamedTuple
 
 import torch
 
 from thresher.data.augment import Policy, get_policy
 from thresher.data.dataset import ArrayDataset
+from thresher.seeding import make_generator
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,10 @@ class Batch(NamedTuple):
 
 def to_float(images: torch.Tensor, normalize: Normalize | None,
              channels_last: bool = False) -> torch.Tensor:
-    """uint8 images -> normalised float batch (the un-augmented path used for evaluation)."""
+    """uint8 images -> normalised float batch (the un-augmented path used for evaluation);
+    float features pass through unchanged."""
+    if images.is_floating_point():
+        return images
     x = images.float().div_(255.0) if normalize is None else normalize.from_uint8(images)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
@@ -94,15 +99,21 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.policy = get_policy(augment) if isinstance(augment, str) else augment
+        if data.is_features and self.policy.name != "none":
+            raise ValueError(f"augmentation {self.policy.name!r} works on uint8 images; "
+                             f"{data.name!r} holds float features: use augment 'none'")
         self.normalize = normalize
-        self.drop_last = drop_last and len(data) >= batch_size
+        self.drop_last = drop_last
         self.weights = None if weights is None else weights.to(data.device, torch.float32)
         self.channels_last = channels_last
-        self.generator = torch.Generator(device=data.device).manual_seed(seed)
+        self.generator = make_generator(seed, device=data.device)
 
     def __len__(self) -> int:
-        n = len(self.data)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return self._count(len(self.data))
+
+    def _count(self, n: int) -> int:
+        return n // self.batch_size if self.drop_last and n >= self.batch_size \
+            else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
         n = len(self.data)
@@ -111,12 +122,31 @@ class BatchLoader:
             order = torch.randperm(n, device=device, generator=self.generator)
         else:
             order = torch.arange(n, device=device)
-        for b in range(len(self)):
-            idx = order[b * self.batch_size:(b + 1) * self.batch_size]
-            yield self._batch(idx)
+        return self._batches(order)
+
+    def epoch(self, rows: torch.Tensor) -> Iterator[Batch]:
+        """One epoch over ``rows`` of the dataset only (shuffled when ``shuffle``): what
+        per-epoch subset selection trains on. Rows may repeat (oversampling)."""
+        rows = torch.as_tensor(rows, dtype=torch.long, device=self.data.device)
+        if rows.dim() != 1 or len(rows) == 0:
+            raise ValueError(f"an epoch needs a non-empty 1-D tensor of row indices, got shape "
+                             f"{tuple(rows.shape)}")
+        if int(rows.min()) < 0 or int(rows.max()) >= len(self.data):
+            raise ValueError(f"epoch rows must lie in [0, {len(self.data)}), got "
+                             f"[{int(rows.min())}, {int(rows.max())}]")
+        if self.shuffle:
+            rows = rows[torch.randperm(len(rows), device=rows.device, generator=self.generator)]
+        return self._batches(rows)
+
+    def _batches(self, order: torch.Tensor) -> Iterator[Batch]:
+        for b in range(self._count(len(order))):
+            yield self._batch(order[b * self.batch_size:(b + 1) * self.batch_size])
 
     def _batch(self, idx: torch.Tensor) -> Batch:
         images = self.data.images.index_select(0, idx)
+        weight = None if self.weights is None else self.weights[idx]
+        if self.data.is_features:  # already float and normalised: nothing to do
+            return Batch(images, self.data.labels[idx], idx, weight)
         policy, gen = self.policy, self.generator
         images = policy.on_uint8(images, gen)
         if policy.has_float_steps:
@@ -127,5 +157,4 @@ class BatchLoader:
         x = policy.on_normalized(x, gen)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        weight = None if self.weights is None else self.weights[idx]
         return Batch(x, self.data.labels[idx], idx, weight)

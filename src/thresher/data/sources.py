@@ -1,13 +1,15 @@
-"""The dataset registry: every source by name, and `load` to turn one into an `ArrayDataset`.
+"""The dataset registry: every source by name, and `load_source` to turn one into an
+`ArrayDataset`.
 
 A source is two functions: ``locate`` finds (downloads, verifies) the files one split is read
-from, and ``read`` decodes them into arrays. `load` puts the decode behind the cache, so only the
-first load of a split pays for it. New sources register with `register_source`.
+from, and ``read`` decodes them into arrays. `load_source` puts the decode behind the cache, so
+only the first load of a split pays for it. New sources register with `register_source`.
+Corrupted splits (``cifar10-c:fog:3``) are built on top, in `thresher.data.corrupted`;
+`thresher.data.load` takes either kind of name.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import time
@@ -18,8 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from thresher.data import cache, fetch, formats
+from thresher.data.corrupt import parse_corrupted_name
 from thresher.data.dataset import ArrayDataset
 from thresher.data.formats import DataError
+from thresher.registry import Registry
+from thresher.seeding import make_rng
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +62,20 @@ class DatasetInfo:
     cached: bool  # some split has a decoded cache entry
 
 
-SOURCES: dict[str, Source] = {}
+def _fold(name: str) -> str:
+    """``Fashion-MNIST`` -> ``fashion_mnist``: case and dashes do not matter in names."""
+    return name.lower().replace("-", "_")
+
+
+SOURCES: Registry[Source] = Registry("dataset", error=DataError, key=_fold)
 
 
 def register_source(name: str, description: str, locate: Locate | None = None,
                     **spec) -> Callable[[Read], Read]:
     """Decorator registering a ``read`` function (and its ``locate``) under ``name``."""
     def add(read: Read) -> Read:
-        SOURCES[name] = Source(name, description, locate or _no_files, read, **spec)
+        SOURCES.register(name, Source(name, description, locate or _no_files, read, **spec),
+                         description=description)
         return read
     return add
 
@@ -75,30 +86,16 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
 
 
 def get_source(name: str) -> Source:
-    key = name.lower().replace("-", "_")
-    if key in SOURCES:
-        return SOURCES[key]
-    corrupted = _corrupted(name)
-    if corrupted:  # a corrupted split has the classes and image shape of its base dataset
-        return get_source(corrupted[0])
-    close = difflib.get_close_matches(key, SOURCES, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else ""
-    raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(SOURCES)}.{hint}")
+    """The source called ``name``; a corrupted split's (``cifar10-c:fog:3``) is its base
+    dataset's, whose classes and image shape it has."""
+    corrupted = parse_corrupted_name(name)
+    return SOURCES[corrupted[0] if corrupted else name]
 
 
-def load(name: str, split: str = "train", data_dir: str | Path | None = None,
-         download: bool = True, **options) -> ArrayDataset:
-    """One split of a registered dataset, decoded once and then served from the cache.
-
-    ``<dataset>-c:<corruption>:<severity>`` (e.g. ``cifar10-c:fog:3``) is that split of the
-    dataset with the corruption applied (`thresher.data.corrupt`; option ``preset``).
-    """
-    corrupted = _corrupted(name)
-    if corrupted:
-        from thresher.data.corrupt import load_corrupted
-
-        return load_corrupted(*corrupted, split, data_dir, download, **options)
-    source = get_source(name)
+def load_source(name: str, split: str = "train", data_dir: str | Path | None = None,
+                download: bool = True, **options) -> ArrayDataset:
+    """One split of a registered dataset, decoded once and then served from the cache."""
+    source = SOURCES[name]
     if split not in source.splits:
         raise DataError(f"{source.name} has no split {split!r}; valid splits: "
                         f"{', '.join(source.splits)}")
@@ -117,19 +114,12 @@ def load(name: str, split: str = "train", data_dir: str | Path | None = None,
     return ArrayDataset(images, labels, list(classes), source.name, meta)
 
 
-def load_splits(name: str, data_dir: str | Path | None = None, download: bool = True,
-                **options) -> tuple[ArrayDataset, ArrayDataset]:
-    """The (train, test) pair of a dataset."""
-    return (load(name, "train", data_dir, download, **options),
-            load(name, "test", data_dir, download, **options))
-
-
 def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
     """Every registered source, with whether its files are in the data folder and cached."""
     root = resolve_data_dir(data_dir)
     cache_folder = cache.cache_dir(root)
     infos = []
-    for s in SOURCES.values():
+    for _, s in SOURCES.items():
         try:
             for split in s.splits:
                 s.locate(root, split, False, {})
@@ -154,13 +144,6 @@ def _cached_read(source: Source, root: Path, split: str, options: dict,
              time.perf_counter() - start, stem)
     cache.put(stem, images, labels, classes)
     return images, labels, classes
-
-
-def _corrupted(name: str) -> tuple[str, str, int] | None:
-    """(dataset, corruption, severity) of a corrupted-split name, checked; None otherwise."""
-    from thresher.data.corrupt import parse_corrupted_name  # here: it imports this module
-
-    return parse_corrupted_name(name)
 
 
 def _no_files(data_dir: Path, split: str, download: bool, options: dict) -> list[Path]:
@@ -208,9 +191,9 @@ def _read_synthetic(files: list[Path], split: str, options: dict) -> Arrays:
     c, h, w = (int(d) for d in options.get("shape", (1, 16, 16)))
     seed = int(options.get("seed", 0))
     block = max(1, min(h, w) // 4)
-    coarse = np.random.default_rng(seed).random((num_classes, c, -(-h // block), -(-w // block)))
+    coarse = make_rng(seed, "patterns").random((num_classes, c, -(-h // block), -(-w // block)))
     patterns = coarse.repeat(block, axis=2).repeat(block, axis=3)[:, :, :h, :w]
-    rng = np.random.default_rng([seed, 1 + ("train", "test").index(split)])
+    rng = make_rng(seed, "examples", split)
     labels = rng.permutation(np.arange(n) % num_classes)
     images = np.rint(255 * (0.5 * patterns[labels] + 0.5 * rng.random((n, c, h, w))))
     return images.astype(np.uint8), labels, [f"pattern{i}" for i in range(num_classes)]

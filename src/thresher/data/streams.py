@@ -10,13 +10,16 @@ kinds:
 - ``class_split``: the classes are divided evenly across tasks; labels become the within-task
   index (domain-incremental, the default) or stay as they are (class-incremental).
 
-Everything is a tensor operation on whole tasks, seeded by one generator, and the images stay
-uint8 so the device pipeline (`thresher.data.pipeline`) converts and normalises them per batch.
+Everything is a tensor operation on whole tasks, drawn from the ``"stream"`` stream of the seed
+(`thresher.seeding`), and the images stay uint8 so the device pipeline
+(`thresher.data.pipeline`) converts and normalises them per batch. The kinds are the registry
+`KINDS`; a new kind registers a `StreamKind`.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -24,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 from thresher.data.dataset import ArrayDataset
+from thresher.registry import Registry
+from thresher.seeding import make_generator
 
-KINDS = ("permutation", "rotation", "class_split")
-DEFAULT_TASKS = {"permutation": 10, "rotation": 10, "class_split": 5}
 Scenario = Literal["domain", "class"]
 
 
@@ -78,6 +81,31 @@ def rotate(images: torch.Tensor, degrees: float, chunk: int = 16384) -> torch.Te
 # streams
 
 
+@dataclass(frozen=True)
+class StreamOptions:
+    """What `make_stream` passes every kind besides the data, task count and generator."""
+
+    max_angle: float = 180.0
+    scenario: Scenario = "domain"
+    train_per_task: int | None = None
+    test_per_task: int | None = None
+    share_test: bool = True
+
+
+Build = Callable[[ArrayDataset, ArrayDataset, int, torch.Generator, StreamOptions], list[Task]]
+
+
+@dataclass(frozen=True)
+class StreamKind:
+    """One kind of stream: how it splits the data into tasks, and its usual number of tasks."""
+
+    build: Build
+    default_tasks: int
+
+
+KINDS: Registry[StreamKind] = Registry("stream kind")
+
+
 def make_stream(kind: str, train: ArrayDataset, test: ArrayDataset, num_tasks: int | None = None,
                 *, seed: int = 0, max_angle: float = 180.0, scenario: Scenario = "domain",
                 train_per_task: int | None = None, test_per_task: int | None = None,
@@ -88,31 +116,50 @@ def make_stream(kind: str, train: ArrayDataset, test: ArrayDataset, num_tasks: i
     ``share_test`` each permutation/rotation task is evaluated on its own share of the test
     set; otherwise every task sees the whole test set under its own transform.
     """
-    if kind not in KINDS:
-        raise ValueError(f"unknown stream kind {kind!r}; choose one of {', '.join(KINDS)}")
-    num_tasks = DEFAULT_TASKS[kind] if num_tasks is None else num_tasks
+    spec = KINDS[kind]
+    num_tasks = spec.default_tasks if num_tasks is None else num_tasks
     if num_tasks < 1:
         raise ValueError(f"a stream needs at least one task, got num_tasks={num_tasks}")
-    gen = torch.Generator().manual_seed(seed)
-    if kind == "class_split":
-        return _class_split(train, test, num_tasks, scenario, gen, train_per_task, test_per_task)
-    train_parts = _shares(len(train), num_tasks, gen, train_per_task)
-    test_parts = (_shares(len(test), num_tasks, gen, test_per_task) if share_test else
-                  [_first(torch.arange(len(test)), test_per_task, gen)] * num_tasks)
-    h, w = train.images.shape[2:]
+    options = StreamOptions(max_angle, scenario, train_per_task, test_per_task, share_test)
+    return spec.build(train, test, num_tasks, make_generator(seed, "stream"), options)
+
+
+def _transformed(train: ArrayDataset, test: ArrayDataset, num_tasks: int, gen: torch.Generator,
+                 options: StreamOptions, transform: Callable[[int], tuple[Callable, dict]]
+                 ) -> list[Task]:
+    """Disjoint random shares of the data, task t's images under ``transform(t)``'s function."""
+    train_parts = _shares(len(train), num_tasks, gen, options.train_per_task)
+    test_parts = (_shares(len(test), num_tasks, gen, options.test_per_task) if options.share_test
+                  else [_first(torch.arange(len(test)), options.test_per_task, gen)] * num_tasks)
     tasks = []
     for t in range(num_tasks):
         tr, te = train.subset(train_parts[t]), test.subset(test_parts[t])
-        if kind == "permutation":
-            perm = torch.randperm(h * w, generator=gen)
-            tr.images, te.images = permute_pixels(tr.images, perm), permute_pixels(te.images, perm)
-            info = {"permutation": perm}
-        else:
-            angle = max_angle * t / num_tasks
-            tr.images, te.images = rotate(tr.images, angle), rotate(te.images, angle)
-            info = {"angle": angle}
+        fn, info = transform(t)
+        tr.images, te.images = fn(tr.images), fn(te.images)
         tasks.append(Task(t, tr, te, info))
     return tasks
+
+
+def _permutation(train: ArrayDataset, test: ArrayDataset, num_tasks: int, gen: torch.Generator,
+                 options: StreamOptions) -> list[Task]:
+    """Task t: its share of the pixels shuffled by its own fixed permutation."""
+    h, w = train.images.shape[2:]
+
+    def transform(t: int) -> tuple[Callable, dict]:
+        perm = torch.randperm(h * w, generator=gen)
+        return (lambda images: permute_pixels(images, perm)), {"permutation": perm}
+
+    return _transformed(train, test, num_tasks, gen, options, transform)
+
+
+def _rotation(train: ArrayDataset, test: ArrayDataset, num_tasks: int, gen: torch.Generator,
+              options: StreamOptions) -> list[Task]:
+    """Task t: its share rotated by ``max_angle * t / num_tasks`` degrees."""
+    def transform(t: int) -> tuple[Callable, dict]:
+        angle = options.max_angle * t / num_tasks
+        return (lambda images: rotate(images, angle)), {"angle": angle}
+
+    return _transformed(train, test, num_tasks, gen, options, transform)
 
 
 def _shares(n: int, num_tasks: int, gen: torch.Generator, cap: int | None) -> list[torch.Tensor]:
@@ -129,9 +176,10 @@ def _first(indices: torch.Tensor, cap: int | None, gen: torch.Generator) -> torc
     return indices[torch.randperm(len(indices), generator=gen)[:cap]]
 
 
-def _class_split(train: ArrayDataset, test: ArrayDataset, num_tasks: int, scenario: Scenario,
-                 gen: torch.Generator, train_cap: int | None, test_cap: int | None) -> list[Task]:
-    num_classes = train.num_classes
+def _class_split(train: ArrayDataset, test: ArrayDataset, num_tasks: int, gen: torch.Generator,
+                 options: StreamOptions) -> list[Task]:
+    """Task t: the images of its own classes, relabelled within the task (``domain``)."""
+    num_classes, scenario = train.num_classes, options.scenario
     if num_classes % num_tasks:
         raise ValueError(f"class_split divides the {num_classes} classes evenly across tasks; "
                          f"{num_tasks} tasks do not divide {num_classes}")
@@ -142,7 +190,7 @@ def _class_split(train: ArrayDataset, test: ArrayDataset, num_tasks: int, scenar
     for t in range(num_tasks):
         classes = list(range(t * per_task, (t + 1) * per_task))
         parts = []
-        for data, cap in ((train, train_cap), (test, test_cap)):
+        for data, cap in ((train, options.train_per_task), (test, options.test_per_task)):
             rows = torch.nonzero(torch.isin(data.labels, torch.tensor(classes,
                                                                       device=data.device)))
             part = data.subset(_first(rows.flatten().cpu(), cap, gen))
@@ -153,6 +201,12 @@ def _class_split(train: ArrayDataset, test: ArrayDataset, num_tasks: int, scenar
         tasks.append(Task(t, parts[0], parts[1],
                           {"classes": [train.classes[c] for c in classes]}))
     return tasks
+
+
+KINDS.register("permutation", StreamKind(_permutation, 10), description=_permutation.__doc__)
+KINDS.register("rotation", StreamKind(_rotation, 10), description=_rotation.__doc__)
+KINDS.register("class_split", StreamKind(_class_split, 5), description=_class_split.__doc__)
+DEFAULT_TASKS = {name: kind.default_tasks for name, kind in KINDS.items()}  # the built-in kinds'
 
 
 def num_outputs(kind: str, dataset_classes: int, num_tasks: int, scenario: Scenario) -> int:

@@ -6,6 +6,7 @@ order below, which is the order `list_models` reports).
 
 from thresher.models.base import Classifier, WrappedClassifier
 from thresher.models.registry import ModelInfo, build, list_models, model_options, register_model
+
 from thresher.models.mlp import MLP  # isort: skip
 from thresher.models.cnn import SimpleCNN  # isort: skip
 from thresher.models.resnet import CifarResNet  # isort: skip

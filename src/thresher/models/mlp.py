@@ -16,7 +16,8 @@ from thresher.models.registry import register_model
 class MLP(Classifier):
     """Flatten -> [Linear -> ReLU -> Dropout] per width -> head.
 
-    ``widths=()`` is multinomial logistic regression on raw pixels (embed = the input).
+    ``widths=()`` is multinomial logistic regression (embed = the input): on float features
+    (``in_shape = (D,)``) that is the linear probe of latent-space studies.
     """
 
     def __init__(self, num_classes: int, in_shape: tuple[int, int, int],
@@ -62,7 +63,8 @@ class MLP(Classifier):
         return target.mean().neg()
 
 
-@register_model("mlp", "fully connected ReLU network on flattened pixels")
+@register_model("mlp", "fully connected ReLU network on flattened pixels or feature vectors",
+                features=True)
 def mlp(num_classes: int, in_shape: tuple[int, int, int], *,
         widths: Sequence[int] = (128,), dropout: float = 0.0) -> MLP:
     return MLP(num_classes, in_shape, widths, dropout)

@@ -7,7 +7,6 @@ loaded or any step is taken.
 
 from __future__ import annotations
 
-import difflib
 import functools
 import inspect
 import operator
@@ -17,6 +16,7 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from thresher.models.base import WrappedClassifier, positive_ints
+from thresher.registry import Registry, did_you_mean, unknown_message
 
 TORCHVISION_PREFIX = "torchvision:"
 
@@ -27,25 +27,26 @@ class ModelInfo(NamedTuple):
 
 
 Builder = Callable[..., nn.Module]
-_REGISTRY: dict[str, tuple[Builder, str]] = {}
+MODELS: Registry[Builder] = Registry("model")
 
 
-def register_model(name: str, description: str) -> Callable[[Builder], Builder]:
+def register_model(name: str, description: str, features: bool = False
+                   ) -> Callable[[Builder], Builder]:
     """Decorator: ``builder(num_classes, in_shape, **options)`` becomes ``build(name, ...)``.
 
     The builder's keyword defaults are the model's options; nothing else is accepted.
+    ``features``: the model also takes flat feature vectors, ``in_shape = (D,)`` (an
+    encoder's latents), besides ``(C, H, W)`` images.
     """
-    def decorator(builder: Builder) -> Builder:
-        if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
-        _REGISTRY[name] = (builder, description)
-        return builder
-    return decorator
+    def add(builder: Builder) -> Builder:
+        builder.takes_features = features  # type: ignore[attr-defined]
+        return MODELS.register(name, builder, description=description)
+    return add
 
 
 def list_models() -> list[ModelInfo]:
     """Registered models in registration order (``torchvision:<name>`` is also accepted)."""
-    return [ModelInfo(name, description) for name, (_, description) in _REGISTRY.items()]
+    return [ModelInfo(name, MODELS.description(name)) for name in MODELS]
 
 
 def model_options(name: str) -> dict[str, Any]:
@@ -53,9 +54,10 @@ def model_options(name: str) -> dict[str, Any]:
     return _options(_builder(name))
 
 
-def build(name: str, num_classes: int, in_shape: tuple[int, int, int], **options: Any
+def build(name: str, num_classes: int, in_shape: tuple[int, ...], **options: Any
           ) -> nn.Module:
-    """A freshly initialised model for ``num_classes`` classes and ``(C, H, W)`` inputs."""
+    """A freshly initialised model for ``num_classes`` classes and ``(C, H, W)`` inputs (or
+    ``(D,)`` feature vectors, for models registered with ``features=True``)."""
     builder = _builder(name)
     accepted = _options(builder)
     unknown = sorted(set(options) - set(accepted))
@@ -67,8 +69,11 @@ def build(name: str, num_classes: int, in_shape: tuple[int, int, int], **options
             or operator.index(num_classes) < 2:
         raise ValueError(f"{name}: num_classes must be an integer >= 2, got {num_classes!r}")
     shape = positive_ints("in_shape", in_shape)
-    if len(shape) != 3:
-        raise ValueError(f"{name}: in_shape must be (C, H, W), got {in_shape!r}")
+    features = len(shape) == 1 and getattr(builder, "takes_features", False)
+    if len(shape) != 3 and not features:
+        takes = "(C, H, W) or (D,)" if getattr(builder, "takes_features", False) \
+            else "(C, H, W): it takes images, not feature vectors"
+        raise ValueError(f"{name}: in_shape must be {takes}, got {in_shape!r}")
     try:
         return builder(operator.index(num_classes), shape, **options)
     except ValueError as err:
@@ -78,15 +83,15 @@ def build(name: str, num_classes: int, in_shape: tuple[int, int, int], **options
 def _builder(name: str) -> Builder:
     if name.startswith(TORCHVISION_PREFIX):
         return functools.partial(_torchvision, name[len(TORCHVISION_PREFIX):])
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}{_did_you_mean(name, _REGISTRY)}; valid models: "
-                         f"{', '.join(_REGISTRY)} (or {TORCHVISION_PREFIX}<name>)")
-    return _REGISTRY[name][0]
+    if name not in MODELS:
+        raise ValueError(unknown_message("model", name, MODELS) +
+                         f" (or {TORCHVISION_PREFIX}<name>)")
+    return MODELS[name]
 
 
 def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    close = did_you_mean(word, choices)
+    return f" (did you mean {close!r}?)" if close else ""
 
 
 def _options(builder: Builder) -> dict[str, Any]:

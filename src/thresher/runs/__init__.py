@@ -7,6 +7,7 @@ from thresher.runs.config import (
     check_range,
     config_to_dict,
     dump_yaml,
+    flatten,
     load_config,
 )
 from thresher.runs.report import comparison_table, format_table
@@ -15,7 +16,7 @@ from thresher.runs.store import Run, RunLookupError, RunRecord, RunStore, atomic
 
 __all__ = [
     "ConfigError", "check_choice", "check_positive", "check_range", "config_to_dict",
-    "dump_yaml", "load_config",
+    "dump_yaml", "flatten", "load_config",
     "comparison_table", "format_table",
     "PairedResult", "Summary", "format_mean_ci", "paired_test", "summarize",
     "Run", "RunLookupError", "RunRecord", "RunStore", "atomic_write",

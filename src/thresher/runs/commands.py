@@ -6,8 +6,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from thresher.runs.config import flatten
 from thresher.runs.report import format_table
-from thresher.runs.store import RunStore
+from thresher.runs.store import RESULTS_FILE, RunStore
 
 
 def runs_list(store: RunStore, study: str | None = None, status: str | None = None,
@@ -19,12 +20,12 @@ def runs_list(store: RunStore, study: str | None = None, status: str | None = No
         return f"no runs{filters} in {store.root}"
     metric_keys: list[str] = []
     for record in records:
-        for key, value in _flatten(record.metrics).items():
+        for key, value in flatten(record.metrics).items():
             if _is_number(value) and key not in metric_keys and len(metric_keys) < max_metrics:
                 metric_keys.append(key)
     rows = []
     for record in records:
-        metrics = _flatten(record.metrics)
+        metrics = flatten(record.metrics)
         rows.append({"id": record.id, "status": record.status, "started": _when(record.started),
                      "duration": _duration(record.duration_s),
                      **{key: metrics.get(key) for key in metric_keys}})
@@ -32,7 +33,8 @@ def runs_list(store: RunStore, study: str | None = None, status: str | None = No
 
 
 def runs_show(store: RunStore, ref: str) -> str:
-    """Everything about one run: where, outcome, provenance, config, metrics, versions."""
+    """Everything about one run: where, outcome, provenance, config, metrics, versions and
+    its result table."""
     record = store.get(ref)
     summary = record.summary()
     header = {
@@ -48,12 +50,15 @@ def runs_show(store: RunStore, ref: str) -> str:
     if record.error:
         header["error"] = record.error
     sections = [_block(None, header),
-                _block("config", _flatten(record.config)),
-                _block("metrics", _flatten(record.metrics))]
+                _block("config", flatten(record.config)),
+                _block("metrics", flatten(record.metrics))]
     if summary is None:
         sections.append("(no summary.json: the run is still going or died without finishing)")
     elif summary.get("versions"):
         sections.append(_block("versions", summary["versions"]))
+    results = record.path / RESULTS_FILE
+    if results.is_file():
+        sections.append("results\n" + results.read_text().rstrip("\n"))
     return "\n\n".join(sections)
 
 
@@ -62,8 +67,8 @@ def runs_compare(store: RunStore, refs: Sequence[str]) -> str:
     if not refs:
         raise ValueError("runs compare needs at least one run reference")
     records = [store.get(ref) for ref in refs]
-    configs = [_flatten(r.config) for r in records]
-    metrics = [_flatten(r.metrics) for r in records]
+    configs = [flatten(r.config) for r in records]
+    metrics = [flatten(r.metrics) for r in records]
     rows: list[list[Any]] = [["status", *(r.status for r in records)],
                              ["seed", *(r.seed for r in records)]]
     config_keys = list(dict.fromkeys(k for c in configs for k in c))
@@ -78,17 +83,6 @@ def runs_compare(store: RunStore, refs: Sequence[str]) -> str:
     return table
 
 
-def _flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested dicts -> dotted keys, so configs and metrics line up row by row."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        if isinstance(value, Mapping) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -98,7 +92,7 @@ def _short(value: Any, width: int = 60) -> Any:
     if value is None or _is_number(value) or isinstance(value, bool):
         return value
     text = value if isinstance(value, str) else json.dumps(value)
-    if "\n" in text:  # e.g. a rendered table stored with the metrics
+    if "\n" in text:  # a multi-line value shows its first line
         text = f"{text.splitlines()[0]} ... ({len(text.splitlines())} lines)"
     return text if len(text) <= width else text[: width - 3] + "..."
 

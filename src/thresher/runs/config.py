@@ -8,15 +8,16 @@ bad value fails before any work starts, with a message that names the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import enum
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
 import yaml
+
+from thresher.registry import did_you_mean
 
 T = TypeVar("T")
 
@@ -47,7 +48,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         raise ConfigError(f"{cls.__name__} must give every field a default ({e})") from None
     keys = _keys(cls)
     if path is not None:
-        for key, value in _flatten(_read_yaml(path), keys).items():
+        data = flatten(_read_yaml(path), descend=lambda key: _is_section(keys.get(key)))
+        for key, value in data.items():
             cfg = _set(cfg, key, value, keys, raw=False, source=f" (in {path})")
     for item in overrides:
         key, sep, text = item.partition("=")
@@ -95,13 +97,20 @@ def _is_section(hint: Any) -> bool:
     return isinstance(hint, type) and dataclasses.is_dataclass(hint)
 
 
-def _flatten(data: Mapping, keys: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested YAML mapping -> dotted keys; recurse only where the config has a section."""
+def flatten(tree: Mapping, prefix: str = "",
+            descend: Callable[[str], bool] | None = None) -> dict[str, Any]:
+    """Nested mappings -> dotted keys (``{"fit": {"lr": 0.1}}`` -> ``{"fit.lr": 0.1}``), so
+    configs and metrics line up key by key in YAML loading, ``runs`` tables and trackers.
+
+    Without ``descend`` every non-empty mapping is entered; with it, only the dotted keys it
+    accepts (a config's sections, not its dict-valued fields such as ``model_options``).
+    """
     flat: dict[str, Any] = {}
-    for name, value in data.items():
+    for name, value in tree.items():
         key = prefix + str(name)
-        if isinstance(value, Mapping) and _is_section(keys.get(key)):
-            flat.update(_flatten(value, keys, key + "."))
+        enter = descend(key) if descend is not None else bool(value)
+        if isinstance(value, Mapping) and enter:
+            flat.update(flatten(value, key + ".", descend))
         else:
             flat[key] = value
     return flat
@@ -132,9 +141,9 @@ def _replace(cfg: Any, parts: list[str], value: Any) -> Any:
 
 
 def _unknown_key_message(key: str, keys: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+    close = did_you_mean(key, keys)
     if close:
-        return f"unknown config key {key!r}; did you mean {close[0]!r}?"
+        return f"unknown config key {key!r}; did you mean {close!r}?"
     return f"unknown config key {key!r}; valid keys: {', '.join(keys)}"
 
 
@@ -336,8 +345,8 @@ def check_range(name: str, value: float, low: float | None = None,
 def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
     """For values checked against a list known only at run time (e.g. a registry's names)."""
     if value not in choices:
-        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        close = did_you_mean(str(value), map(str, choices))
+        hint = f"; did you mean {close!r}?" if close else ""
         raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, "
                           f"got {value!r}{hint}")
 

@@ -1,14 +1,15 @@
 """Run directories and the SQLite results store.
 
-Layout: ``<root>/<study>/<run-name>/`` holds ``config.yaml`` (written at start), ``summary.json``
-(written at the end, whatever the outcome) and artifacts; ``<root>/thresher.db`` indexes every
-run so results can be listed and compared without walking directories. The directory is the
-ground truth; the DB is an index that parallel processes can write at once (WAL + timeout).
+Layout: ``<root>/<study>/<run-name>/`` holds ``config.yaml`` (written at start), ``code.diff``
+(at start, when the code differs from its commit), ``summary.json`` (written at the end,
+whatever the outcome) and artifacts, ``results.txt`` among them; ``<root>/thresher.db``
+indexes every run so results can be listed and compared without walking directories. The
+directory is the ground truth; the DB is an index that parallel processes can write at once
+(WAL + timeout).
 """
 
 from __future__ import annotations
 
-import difflib
 import itertools
 import json
 import os
@@ -28,12 +29,15 @@ from pathlib import Path
 from typing import Any
 
 import thresher
+from thresher.registry import did_you_mean
 from thresher.runs.config import config_to_dict, dump_yaml, to_plain
 
 RUNS_ENV = "THRESHER_RUNS"
 DB_NAME = "thresher.db"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
+RESULTS_FILE = "results.txt"  # the study's rendered table: the CLI prints it after the run
+DIFF_FILE = "code.diff"  # uncommitted changes to tracked files when the commit is -dirty
 
 _COLUMNS = ("id", "study", "name", "path", "status", "seed", "started", "finished",
             "duration_s", "git_commit", "error", "config_json", "metrics_json")
@@ -95,13 +99,17 @@ def to_json(obj: Any) -> str:
 # provenance
 
 
+def _checkout(repo: str | Path | None) -> Path:
+    return Path(repo) if repo is not None else Path(thresher.__file__).resolve().parent
+
+
 def git_commit(repo: str | Path | None = None) -> str | None:
     """HEAD of the repo holding the thresher package (or ``repo``), None outside git.
 
     A ``-dirty`` suffix means tracked files differ from HEAD; untracked files (such as the
     runs directory itself) do not count.
     """
-    where = Path(repo) if repo is not None else Path(thresher.__file__).resolve().parent
+    where = _checkout(repo)
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
                               text=True, timeout=10)
@@ -113,6 +121,19 @@ def git_commit(repo: str | Path | None = None) -> str | None:
         return None
     dirty = status.returncode == 0 and status.stdout.strip() != ""
     return head.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def git_diff(repo: str | Path | None = None) -> str | None:
+    """``git diff HEAD`` of the repo holding the thresher package (or ``repo``): with a
+    ``-dirty`` commit it is the only record of the code that produced the results. None
+    outside git or when the diff cannot be read; untracked files are not in it."""
+    where = _checkout(repo)
+    try:
+        diff = subprocess.run(["git", "diff", "HEAD"], cwd=where, capture_output=True,
+                              text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return diff.stdout if diff.returncode == 0 else None
 
 
 def versions(device: str | None = None) -> dict[str, str | None]:
@@ -187,6 +208,11 @@ class Run:
 
     def save_text(self, name: str, text: str) -> Path:
         return atomic_write(self.path(name), text)
+
+    def save_results(self, table: str) -> Path:
+        """The run's rendered result table (results.txt): an artifact, not a metric; the CLI
+        and ``runs show`` print it."""
+        return self.save_text(RESULTS_FILE, table.rstrip("\n") + "\n")
 
     def save_json(self, name: str, obj: Any) -> Path:
         return atomic_write(self.path(name), to_json(obj))
@@ -320,8 +346,9 @@ def _use_wal(con: sqlite3.Connection, attempts: int = 300) -> None:
 class RunStore:
     """All runs under one root directory (default ``$THRESHER_RUNS`` or ``./runs``)."""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, repo: str | Path | None = None):
         self.root = Path(root if root is not None else os.environ.get(RUNS_ENV) or "runs")
+        self.repo = repo  # the checkout whose code each run records (None: thresher's own)
 
     @property
     def db_path(self) -> Path:
@@ -341,10 +368,13 @@ class RunStore:
         if seed is None and isinstance(snapshot.get("seed"), int):
             seed = snapshot["seed"]
         started = _utcnow()
-        commit = git_commit()
+        commit = git_commit(self.repo)
         directory = self._make_dir(study, name or f"{started:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
         run = Run(self, study, directory.name, directory, snapshot, seed, device, started, commit)
         atomic_write(directory / CONFIG_FILE, dump_yaml(snapshot))
+        diff = git_diff(self.repo) if commit is not None and commit.endswith("-dirty") else None
+        if diff:
+            atomic_write(directory / DIFF_FILE, diff)
         self._write_row(run.summary(), directory)
         return run
 
@@ -443,8 +473,7 @@ class RunStore:
         message = f"no run {ref!r} in {self.root}"
         if not records:
             return message + " (the store is empty)"
-        names = [r.id for r in records] + [r.name for r in records]
-        close = difflib.get_close_matches(ref, names, n=5, cutoff=0.6)
+        close = did_you_mean(ref, [r.id for r in records] + [r.name for r in records])
         if close:
-            return message + f"; did you mean: {', '.join(close)}?"
+            return message + f"; did you mean {close!r}?"
         return message + f"; recent runs: {', '.join(r.id for r in records[:5])}"

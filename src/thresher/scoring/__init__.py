@@ -4,7 +4,14 @@ Convention: a higher score means "more informative / more uncertain", so every s
 take the top of any score without knowing which one it is.
 """
 
-from thresher.scoring.uncertainty import (SCORES, el2n, entropy, grad_norm, least_confidence,
-                                          margin, score)
+from thresher.scoring.uncertainty import (
+                                          SCORES,
+                                          el2n,
+                                          entropy,
+                                          grad_norm,
+                                          least_confidence,
+                                          margin,
+                                          score,
+)
 
 __all__ = ["SCORES", "el2n", "entropy", "grad_norm", "least_confidence", "margin", "score"]

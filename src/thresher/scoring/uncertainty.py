@@ -6,11 +6,12 @@ return one float per example, higher = more uncertain / harder.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
+from thresher.registry import Registry
 from thresher.train.predict import Outputs
 
 
@@ -46,15 +47,11 @@ def grad_norm(probs: torch.Tensor, embeddings: torch.Tensor,
 
 
 # Label-free scores usable on an unlabelled pool, by name.
-SCORES: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "margin": margin,
-    "entropy": entropy,
-    "least_confidence": least_confidence,
-}
+SCORES: Registry[Callable[[torch.Tensor], torch.Tensor]] = Registry("score")
+for _fn in (margin, entropy, least_confidence):
+    SCORES.register(_fn.__name__, _fn)
 
 
 def score(name: str, outputs: Outputs) -> torch.Tensor:
     """The label-free score ``name`` of every row of ``outputs``."""
-    if name not in SCORES:
-        raise ValueError(f"unknown score {name!r}: choose one of {', '.join(SCORES)}")
     return SCORES[name](outputs.probs)

@@ -8,8 +8,8 @@ centres take well under a second per Lloyd iteration on a laptop CPU.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -98,7 +98,7 @@ def kmeans(x: torch.Tensor, k: int, generator: torch.Generator, iters: int = 50,
     centers = x[kmeans_pp(n, k, euclidean_sq_dist_to(x), generator)].clone()
     scale = x.var(0).sum().clamp_min(1e-12)
     it = 0
-    for it in range(1, iters + 1):
+    for it in range(1, iters + 1):  # noqa: B007 (the count is reported after the loop)
         assign, dist = nearest(x, centers)
         counts = torch.bincount(assign, minlength=k)
         sums = torch.zeros_like(centers).index_add_(0, assign, x)

@@ -25,8 +25,8 @@ Choices the paper leaves open, and what Thresher does:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 

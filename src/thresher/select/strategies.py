@@ -8,8 +8,8 @@ a strategy can learn a label, and each call is counted. Every model-based strate
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,6 +17,7 @@ from torch import nn
 
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
+from thresher.registry import Registry
 from thresher.scoring import SCORES, score
 from thresher.select.samplers import badge, kcenter_greedy, random_sample, top_k
 from thresher.select.sensitivity import sensitivity_sample
@@ -58,14 +59,11 @@ class Acquisition:
 
 
 Strategy = Callable[[Context, int], Acquisition]
-STRATEGIES: dict[str, Strategy] = {}
+STRATEGIES: Registry[Strategy] = Registry("strategy")
 
 
 def register_strategy(name: str) -> Callable[[Strategy], Strategy]:
-    def add(fn: Strategy) -> Strategy:
-        STRATEGIES[name] = fn
-        return fn
-    return add
+    return STRATEGIES.register(name)
 
 
 def _pool_outputs(ctx: Context, grad_embed: bool = False):

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from thresher.registry import Registry
 from thresher.runs.store import Run
 
 
@@ -46,24 +48,24 @@ class Study:
     commands: tuple[Command, ...] = field(default_factory=tuple)  # thresher <study> <command>
 
 
-STUDIES: dict[str, Study] = {}
-COMMANDS: dict[str, Command] = {}
+STUDIES: Registry[Study] = Registry("study")
+COMMANDS: Registry[Command] = Registry("command")
 
 # Modules under thresher.studies that register studies or commands when imported.
 BUILTIN = ("train", "active", "continual", "robustness",)
 
 
 def register_study(study: Study) -> Study:
-    STUDIES[study.name] = study
+    STUDIES.register(study.name, study, description=study.help)
     return study
 
 
 def register_command(command: Command) -> Command:
-    COMMANDS[command.name] = command
+    COMMANDS.register(command.name, command, description=command.help)
     return command
 
 
-def load_builtin() -> tuple[dict[str, Study], dict[str, Command]]:
+def load_builtin() -> tuple[Registry[Study], Registry[Command]]:
     """Import the built-in study modules (each registers itself) and return the registries."""
     for module in BUILTIN:
         importlib.import_module(f"thresher.studies.{module}")

@@ -28,14 +28,16 @@ from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.models import build
 from thresher.runs.config import ConfigError, check_choice, check_positive, check_range
+from thresher.runs.plots import figure, mean_ci_band, mean_ci_bars
 from thresher.runs.report import comparison_table
 from thresher.runs.stats import paired_test, summarize
 from thresher.runs.store import Run
+from thresher.seeding import make_generator, set_seed
 from thresher.select import STRATEGIES, Context, Oracle
 from thresher.select.sensitivity import LAMBDA_MODES
 from thresher.studies import Flag, Study, register_study
-from thresher.studies.common import check_dataset_and_model, load_data
-from thresher.train import FitConfig, choose_device, evaluate, fit, set_seed
+from thresher.studies.common import StudyConfig, check_dataset_and_model, for_seeds, load_data
+from thresher.train import FitConfig, choose_device, evaluate, fit
 
 log = logging.getLogger("thresher.active")
 
@@ -46,7 +48,8 @@ def _fit_defaults() -> FitConfig:
 
 
 @dataclass
-class ActiveConfig:
+class ActiveConfig(StudyConfig):
+    runs: int = 3  # seeds seed, seed+1, ...
     datasets: list[str] = field(default_factory=lambda: ["digits"])
     methods: list[str] = field(default_factory=lambda: ["coreset", "margin", "entropy",
                                                         "random"])
@@ -54,19 +57,16 @@ class ActiveConfig:
     initial_fraction: float = 0.2  # k' = round(initial_fraction * k) random points
     initial_size: int = 0  # k' directly (overrides initial_fraction when > 0)
     rounds: int = 1  # acquisition rounds; > 1 records a learning curve
-    runs: int = 3  # seeds seed, seed+1, ...
-    seed: int = 0
     model: str = "auto"  # auto: 128-unit MLP for 1-channel images, simple_cnn for colour
     model_options: dict[str, Any] = field(default_factory=dict)
     clusters: int = 0  # coreset clusters per round; 0 = 10% of the acquisition, >= classes
     lam: str = "cluster"  # Hoelder constant: "cluster", "global" (estimated) or a number
     z: float = 2.0  # exponent of the distance term in the sensitivity
     weighted: bool = True  # retrain with the importance weights methods produce
-    data_dir: str | None = None
-    device: str = "auto"
     fit: FitConfig = field(default_factory=_fit_defaults)
 
     def validate(self) -> None:
+        super().validate()
         if not self.datasets or not self.methods:
             raise ConfigError("datasets and methods must each name at least one entry")
         for method in self.methods:
@@ -75,7 +75,6 @@ class ActiveConfig:
         check_positive("initial_size", self.initial_size, allow_zero=True)
         check_range("initial_fraction", self.initial_fraction, 0.0, 1.0)
         check_positive("rounds", self.rounds)
-        check_positive("runs", self.runs)
         check_positive("clusters", self.clusters, allow_zero=True)
         check_positive("z", self.z)
         if self.lam not in LAMBDA_MODES:
@@ -89,9 +88,10 @@ class ActiveConfig:
                               f"budget {self.budget} (k)")
         for dataset in self.datasets:
             if self.model != "auto":
-                check_dataset_and_model(dataset, self.model, self.model_options)
+                check_dataset_and_model(dataset, self.model, self.model_options,
+                                        self.dataset_options)
             else:
-                check_dataset_and_model(dataset, "mlp", {})
+                check_dataset_and_model(dataset, "mlp", {}, self.dataset_options)
 
 
 def default_model(in_shape: tuple[int, int, int]) -> tuple[str, dict[str, Any]]:
@@ -144,7 +144,7 @@ def run_method(cfg: ActiveConfig, method: str, arch: tuple[str, dict], train: Ar
     model, curve = model0, []
     inferences = loss_queries = 0
     selection_seconds = 0.0
-    generator = torch.Generator().manual_seed(seed * 1000 + 17)
+    generator = make_generator(seed, "acquisition")  # the same for every method
     in_pool = torch.ones(len(train), dtype=torch.bool, device=device)
     in_pool[initial] = False
     for size in sizes:
@@ -184,15 +184,15 @@ def run(cfg: ActiveConfig, run: Run) -> dict:
     run.device = str(device)
     results: dict[str, dict[str, list[dict]]] = {}
     for dataset in cfg.datasets:
-        train, test = load_data(dataset, cfg.data_dir, device)
+        train, test = load_data(dataset, cfg.data_dir, device, cfg.dataset_options)
         k, k0, sizes = plan(len(train), cfg)
         arch = default_model(train.in_shape) if cfg.model == "auto" else \
             (cfg.model, cfg.model_options)
         normalize = Normalize.from_dataset(train)  # pixel statistics need no labels
         log.info("%s: k=%d, k'=%d, rounds %s, model %s", dataset, k, k0, sizes, arch[0])
         results[dataset] = {m: [] for m in cfg.methods}
-        for seed in range(cfg.seed, cfg.seed + cfg.runs):
-            generator = torch.Generator().manual_seed(seed)
+        for seed in for_seeds(cfg):
+            generator = make_generator(seed, "initial")
             initial = torch.randperm(len(train), generator=generator)[:k0].to(device)
             model0 = _train(cfg, arch, train.subset(initial), None, normalize, device, seed)
             for method in cfg.methods:
@@ -217,7 +217,8 @@ def report(cfg: ActiveConfig, run: Run, results: dict[str, dict[str, list[dict]]
                                  baseline=baseline if cfg.runs > 1 else None)
         costs = "\n".join(
             f"  {m:16s} inferences/run {rs[0]['inferences']:>7d}   loss queries/run "
-            f"{rs[0]['loss_queries']:>5d}   selection {sum(r['selection_seconds'] for r in rs) / len(rs):6.2f}s"
+            f"{rs[0]['loss_queries']:>5d}   selection "
+            f"{sum(r['selection_seconds'] for r in rs) / len(rs):6.2f}s"
             f"   wall {sum(r['seconds'] for r in rs) / len(rs):6.1f}s"
             for m, rs in per_method.items())
         labelled = per_method[cfg.methods[0]][0]["curve"][-1]["labelled"]
@@ -237,29 +238,20 @@ def report(cfg: ActiveConfig, run: Run, results: dict[str, dict[str, list[dict]]
     text = "\n\n".join(tables)
     run.save_json("results.json", {"config": {"budget": cfg.budget, "runs": cfg.runs,
                                               "rounds": cfg.rounds}, "results": summary})
-    run.save_text("results.txt", text + "\n")
+    run.save_results(text)
     _plot(cfg, run, summary)
     return {"accuracy": {d: {m: s["accuracy"]["mean"] for m, s in per.items()
-                             if m != "coreset_vs"} for d, per in summary.items()},
-            "table": text}
+                             if m != "coreset_vs"} for d, per in summary.items()}}
 
 
 def _plot(cfg: ActiveConfig, run: Run, summary: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
+    """Accuracy per dataset and method as bars (and, with rounds, against the labelled budget),
+    with the same t-based 95% CIs as the table."""
     datasets, methods = list(summary), cfg.methods
-    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(datasets) * len(methods) / 3, 4))
-    width = 0.8 / len(methods)
-    for i, m in enumerate(methods):
-        means = [100 * summary[d][m]["accuracy"]["mean"] for d in datasets]
-        cis = [100 * np.nan_to_num(summary[d][m]["accuracy"]["ci95"]) for d in datasets]
-        ax.bar(np.arange(len(datasets)) + (i - (len(methods) - 1) / 2) * width, means, width,
-               yerr=cis, capsize=3, label=m)
-    ax.set_xticks(range(len(datasets)), datasets)
+    fig, axes = figure(size=(1.8 + 1.6 * len(datasets) * len(methods) / 3, 4))
+    ax = axes[0][0]
+    mean_ci_bars(ax, datasets, {m: [summary[d][m]["per_seed"] for d in datasets]
+                                for m in methods}, scale=100)
     ax.set_ylabel("test accuracy (%) — mean ± 95% CI")
     low = min(100 * summary[d][m]["accuracy"]["mean"] for d in datasets for m in methods)
     ax.set_ylim(max(0, low - 10), 100)
@@ -267,25 +259,20 @@ def _plot(cfg: ActiveConfig, run: Run, summary: dict) -> None:
     ax.set_title(f"active learning, {cfg.runs} runs")
     fig.tight_layout()
     run.save_figure("active_learning_results.png", fig, dpi=120)
-    plt.close(fig)
     if cfg.rounds > 1:
-        fig, axes = plt.subplots(1, len(datasets), figsize=(5 * len(datasets), 4), squeeze=False)
+        fig, axes = figure(1, len(datasets), size=(5 * len(datasets), 4))
         for ax, d in zip(axes[0], datasets):
             for m in methods:
-                curves = np.array([[p["accuracy"] for p in c] for c in summary[d][m]["curves"]])
-                xs = [p["labelled"] for p in summary[d][m]["curves"][0]]
-                mean = 100 * curves.mean(0)
-                ax.plot(xs, mean, marker="o", label=m)
-                if len(curves) > 1:
-                    half = 100 * curves.std(0, ddof=1) / np.sqrt(len(curves)) * 1.96
-                    ax.fill_between(xs, mean - half, mean + half, alpha=0.2)
+                curves = summary[d][m]["curves"]
+                mean_ci_band(ax, [p["labelled"] for p in curves[0]],
+                             [[p["accuracy"] for p in c] for c in curves], scale=100,
+                             marker="o", label=m)
             ax.set_xlabel("labelled examples")
-            ax.set_ylabel("test accuracy (%)")
+            ax.set_ylabel("test accuracy (%) — mean ± 95% CI")
             ax.set_title(d)
             ax.legend(fontsize=8)
         fig.tight_layout()
         run.save_figure("learning_curve.png", fig, dpi=120)
-        plt.close(fig)
 
 
 register_study(Study(

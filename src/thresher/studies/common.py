@@ -1,7 +1,10 @@
-"""Set-up shared by every study: early checks of dataset/model pairs and loading the data."""
+"""Set-up shared by every study: the common config fields, the seed loop, early checks of
+dataset/model pairs and loading the data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -9,7 +12,51 @@ import torch
 from thresher.data import ArrayDataset, DataError, load_splits
 from thresher.data.sources import get_source
 from thresher.models import build
-from thresher.runs.config import ConfigError
+from thresher.runs.config import ConfigError, check_positive
+from thresher.seeding import derive_seed
+from thresher.train.device import DEVICES
+
+SEED_HELP = ("root random seed (>= 0): every random stream of the run — data order, "
+             "initialisation, augmentation, selection — is derived from it")
+
+
+@dataclass
+class CommonConfig:
+    """Fields every study command has; studies subclass this (their own fields follow)."""
+
+    seed: int = 0  # see SEED_HELP
+    device: str = "auto"  # auto: cuda > mps > cpu
+    data_dir: str | None = None  # None: $THRESHER_DATA, else ./data
+
+    def validate(self) -> None:
+        try:
+            derive_seed(self.seed)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.device not in DEVICES and not self.device.startswith("cuda:"):
+            raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, "
+                              f"got {self.device!r}")
+
+
+@dataclass
+class StudyConfig(CommonConfig):
+    """`CommonConfig` plus what a study repeated over seeds and datasets has."""
+
+    runs: int = 1  # seeds seed, seed+1, ...; tables report mean ± 95% CI over them
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> None:
+        super().validate()
+        check_positive("runs", self.runs)
+
+
+def for_seeds(cfg: StudyConfig) -> Iterator[int]:
+    """The seeds a study repeats its work over: ``seed, seed+1, ..., seed+runs-1``.
+
+    Every study's seed loop goes through here, so what applies to all of them (e.g. skipping
+    seeds a resumed run already finished) is written once.
+    """
+    yield from range(cfg.seed, cfg.seed + cfg.runs)
 
 
 def check_dataset_and_model(dataset: str, model: str, model_options: dict[str, Any],

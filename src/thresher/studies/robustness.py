@@ -26,14 +26,24 @@ import torch
 from tqdm.auto import tqdm
 
 from thresher.data import ArrayDataset, DataError, load
-from thresher.data.corrupt import (BENCHMARK, CORRUPTIONS, OFFICIAL_FOLDERS, PRESETS, SEVERITIES,
-                                   check, check_resources, corrupt_dataset, get_preset,
-                                   is_release, official_split)
+from thresher.data.corrupt import (
+    BENCHMARK,
+    CORRUPTIONS,
+    PRESETS,
+    SEVERITIES,
+    check,
+    check_resources,
+    corrupt_dataset,
+    get_preset,
+    is_release,
+)
+from thresher.data.corrupted import ORIGINS, load_corrupted
 from thresher.data.pipeline import Normalize
 from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.report import format_table
 from thresher.runs.store import Run, atomic_path
 from thresher.studies import Command, Flag, Study, register_command, register_study
+from thresher.studies.common import SEED_HELP, CommonConfig
 from thresher.train import choose_device, evaluate
 from thresher.train.checkpoint import load_checkpoint
 
@@ -41,7 +51,9 @@ log = logging.getLogger("thresher.robustness")
 
 
 @dataclass
-class RobustnessConfig:
+class RobustnessConfig(CommonConfig):
+    """`CommonConfig` (its seed fixes the corruptions' random draws) plus what to evaluate."""
+
     run: str | None = None  # a train run (id, name or directory): evaluates its checkpoints
     checkpoint: str | None = None  # or one checkpoint file
     reference: str | None = None  # run (train or robustness) whose errors CE divides by
@@ -49,9 +61,6 @@ class RobustnessConfig:
     corruptions: list[str] = field(default_factory=lambda: list(BENCHMARK))
     severities: list[int] = field(default_factory=lambda: list(SEVERITIES))
     preset: str = "cifar"
-    data_dir: str | None = None
-    device: str = "auto"
-    seed: int = 0  # fixes the corruptions' random draws
     batch_size: int = 1000
     # evaluate on `limit` evenly spaced test images only (0: all), for quick looks; generated
     # cells are then drawn for the subset, so random corruptions differ from the full set's rows
@@ -61,6 +70,7 @@ class RobustnessConfig:
     source: str = "auto"
 
     def validate(self) -> None:
+        super().validate()
         check_positive("limit", self.limit, allow_zero=True)
         if (self.run is None) == (self.checkpoint is None):
             raise ConfigError("give exactly one of run (a train run) or checkpoint (a .pt file)")
@@ -71,7 +81,7 @@ class RobustnessConfig:
         if not self.corruptions or not self.severities:
             raise ConfigError("corruptions and severities must not be empty")
         check_choice("preset", self.preset, list(PRESETS))
-        check_choice("source", self.source, list(SOURCES))
+        check_choice("source", self.source, list(ORIGINS))
         if self.source == "official" and not is_release(self.preset, self.seed):
             raise ConfigError(f"source 'official' means the published files, made with preset "
                               f"'cifar' at seed 0; got preset {self.preset!r}, seed {self.seed}")
@@ -83,7 +93,6 @@ class RobustnessConfig:
 
 
 Model = tuple[torch.nn.Module, Normalize, dict]
-SOURCES = ("auto", "generated", "official")
 
 
 def run(cfg: RobustnessConfig, run: Run) -> dict:
@@ -97,30 +106,19 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
         groups["reference"] = _load_models(None, reference_dir, device)
     models = groups["model"]
     dataset = cfg.dataset or models[0][2]["dataset"]
-    test = load(dataset, "test", data_dir=cfg.data_dir)
-    full, rows = len(test), torch.arange(len(test))
-    if 0 < cfg.limit < len(test):  # evenly spaced: class-sorted splits keep every class
-        rows = torch.arange(cfg.limit) * len(test) // cfg.limit
-        test = test.subset(rows)
-    test = test.to(device)
+    full = load(dataset, "test", data_dir=cfg.data_dir).to(device)
+    rows = None
+    if 0 < cfg.limit < len(full):  # evenly spaced: class-sorted splits keep every class
+        rows = torch.arange(cfg.limit) * len(full) // cfg.limit
+    test = full if rows is None else full.subset(rows)
     sources: set[str] = set()
 
     def cell(name: str, severity: int) -> ArrayDataset:
-        """One corrupted test split: the published rows when wanted and present."""
-        if cfg.source != "generated" and is_release(cfg.preset, cfg.seed):
-            published = official_split(dataset, name, severity, cfg.data_dir, test.classes)
-            if published is not None:
-                if len(published) != full:
-                    raise DataError(f"{published.meta['files'][0]} holds {len(published)} images "
-                                    f"per severity; the {dataset} test split has {full}")
-                sources.add("official")
-                return published.subset(rows).to(device)
-        if cfg.source == "official":
-            raise DataError(f"no published {name} files for {dataset} in the data folder "
-                            f"(expected {OFFICIAL_FOLDERS.get(dataset, dataset + '-C')}/{name}.npy "
-                            "and labels.npy)")
-        sources.add("generated")
-        return corrupt_dataset(test, name, severity, cfg.preset, cfg.seed)
+        """One corrupted test split (of the evaluated rows), published or generated."""
+        data = load_corrupted(dataset, name, severity, "test", cfg.data_dir, preset=cfg.preset,
+                              seed=cfg.seed, source=cfg.source, clean=full, rows=rows)
+        sources.add(data.meta["source"])
+        return data
 
     def save_partial(clean: float, grid: dict) -> None:  # an interrupted run keeps its rows
         run.save_json("robustness.json", {"partial": True, "clean_accuracy": clean,
@@ -141,10 +139,10 @@ def run(cfg: RobustnessConfig, run: Run) -> dict:
     run.save_json("robustness.json", result)
     run.save_figure("robustness.png", heatmap(result))
     table = robustness_table(result)
-    run.save_text("results.txt", table + "\n")
+    run.save_results(table)
     metrics = {k: result[k] for k in ("clean_accuracy", "mean_accuracy", "severity_means",
                                       "corruption_means", "mce", "relative_mce") if k in result}
-    return {**metrics, "table": table}
+    return metrics
 
 
 def _load_models(checkpoint: str | None, folder: Path | None,
@@ -317,7 +315,7 @@ def _corrupt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--severities", nargs="+", type=int, default=list(SEVERITIES),
                    metavar="S", help="severities, stacked in this order (default 1 2 3 4 5)")
     p.add_argument("--preset", default="cifar", help=f"one of {', '.join(PRESETS)}")
-    p.add_argument("--seed", type=int, default=0, help="fixes the random draws")
+    p.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     p.add_argument("--data-dir", help="data folder (default: $THRESHER_DATA, else ./data)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
 

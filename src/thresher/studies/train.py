@@ -13,12 +13,12 @@ from typing import Any
 
 from thresher.data.pipeline import Normalize
 from thresher.models import build
-from thresher.runs.config import check_positive
 from thresher.runs.report import comparison_table
 from thresher.runs.store import Run
+from thresher.seeding import set_seed
 from thresher.studies import Flag, Study, register_study
-from thresher.studies.common import check_dataset_and_model, load_data
-from thresher.train import FitConfig, choose_device, evaluate, fit, set_seed
+from thresher.studies.common import StudyConfig, check_dataset_and_model, for_seeds, load_data
+from thresher.train import FitConfig, choose_device, evaluate, fit
 from thresher.train.checkpoint import checkpoint
 
 log = logging.getLogger("thresher.train")
@@ -30,19 +30,14 @@ def _log_epoch(row: dict) -> None:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(StudyConfig):
     dataset: str = "digits"
-    dataset_options: dict[str, Any] = field(default_factory=dict)
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
-    data_dir: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    runs: int = 1  # seeds seed, seed+1, ...; the table reports mean ± 95% CI over them
     fit: FitConfig = field(default_factory=FitConfig)
 
     def validate(self) -> None:
-        check_positive("runs", self.runs)
+        super().validate()
         check_dataset_and_model(self.dataset, self.model, self.model_options,
                                 self.dataset_options)
 
@@ -53,7 +48,7 @@ def run(cfg: TrainConfig, run: Run) -> dict:
     train, test = load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options)
     normalize = Normalize.from_dataset(train)
     per_seed = []
-    for seed in range(cfg.seed, cfg.seed + cfg.runs):
+    for seed in for_seeds(cfg):
         set_seed(seed)
         model = build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
         started = time.perf_counter()
@@ -70,7 +65,7 @@ def run(cfg: TrainConfig, run: Run) -> dict:
     run.save_json("per_seed.json", per_seed)
     table = comparison_table({f"{cfg.model} on {cfg.dataset}": [r["test_acc"] for r in per_seed]},
                              metric_name="test accuracy (%)", scale=100)
-    run.save_text("results.txt", table + "\n")
+    run.save_results(table)
     accs = [r["test_acc"] for r in per_seed]
     return {
         "test_acc": sum(accs) / len(accs),
@@ -79,7 +74,6 @@ def run(cfg: TrainConfig, run: Run) -> dict:
         "train_seconds": sum(r["train_seconds"] for r in per_seed) / len(per_seed),
         "images_per_s": sum(r["images_per_s"] for r in per_seed) / len(per_seed),
         "train_size": len(train), "test_size": len(test),
-        "table": table,
     }
 
 

@@ -1,12 +1,31 @@
-"""Training engine: device and seeding, `fit`, `evaluate`, `predict`, optimisers by name."""
+"""Training engine: `fit` with step hooks, `evaluate`, `predict` (every per-example output in
+one pass), optimisers and schedules by name, device choice."""
 
-from thresher.train.device import choose_device, set_seed
-from thresher.train.engine import FitConfig, FitResult, evaluate, fit
-from thresher.train.optimizers import build_optimizer, build_schedule, register_optimizer
+from thresher.seeding import set_seed
+from thresher.train.device import choose_device
+from thresher.train.engine import (
+                                   FitConfig,
+                                   FitResult,
+                                   LossFn,
+                                   Step,
+                                   cross_entropy,
+                                   evaluate,
+                                   fit,
+                                   forward_batches,
+)
+from thresher.train.optimizers import (
+                                   OPTIMIZERS,
+                                   build_optimizer,
+                                   optimizer_options,
+                                   param_groups,
+                                   register_optimizer,
+)
 from thresher.train.predict import Outputs, last_layer_grad_embeddings, predict
+from thresher.train.schedules import SCHEDULES, LossSpikeScheduler, build_schedule
 
 __all__ = [
-    "FitConfig", "FitResult", "Outputs", "build_optimizer", "build_schedule", "choose_device",
-    "evaluate", "fit", "last_layer_grad_embeddings", "predict", "register_optimizer",
-    "set_seed",
+    "FitConfig", "FitResult", "LossFn", "LossSpikeScheduler", "OPTIMIZERS", "Outputs",
+    "SCHEDULES", "Step", "build_optimizer", "build_schedule", "choose_device", "cross_entropy",
+    "evaluate", "fit", "forward_batches", "last_layer_grad_embeddings", "optimizer_options",
+    "param_groups", "predict", "register_optimizer", "set_seed",
 ]

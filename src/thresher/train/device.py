@@ -1,11 +1,7 @@
-"""Device choice and seeding: the two things every run does first."""
+"""Device choice: cuda > mps > cpu unless the user names one."""
 
 from __future__ import annotations
 
-import os
-import random
-
-import numpy as np
 import torch
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -26,18 +22,3 @@ def choose_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' requested but MPS is not available on this machine")
     return torch.device(name)
-
-
-def set_seed(seed: int, deterministic: bool = True) -> torch.Generator:
-    """Seed Python, NumPy and torch; on CPU this makes runs bit-reproducible.
-
-    Returns a CPU generator seeded the same way, for code that wants its own stream.
-    """
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    return torch.Generator().manual_seed(seed)

@@ -1,8 +1,20 @@
-"""`fit` and `evaluate`: the one training loop every study shares.
+"""`fit` and `evaluate`: the one training loop every study shares, open at the step level.
 
 The loop is deliberately lean — no host synchronisation per step (losses and hits are summed on
 the device and read once per epoch), channels-last and mixed precision only where they pay —
 so it costs a few percent over a bare hand-written loop (see benchmarks/train_step.py).
+
+Studies change what one step does through a few plain callables instead of writing a loop:
+
+- ``loss_fn(output, batch) -> [B]`` per-example losses; the step minimises their mean. The
+  default is cross-entropy with label smoothing, times the batch's importance weights when
+  ``weights`` were given: weighted and unweighted training are one path.
+- ``before_epoch(epoch) -> indices | None``: the rows of ``train`` to use this epoch (per-epoch
+  subset selection), shuffled and batched by the loop; None trains on everything.
+- ``after_backward(step)``: gradients are in ``.grad`` (unscaled under mixed precision); read
+  them (statistics) or rewrite them (gradient surgery) before the optimiser steps.
+- ``after_step(step)``: after the optimiser and schedule have stepped, with the batch's
+  per-example losses (e.g. to keep a loss history or drive an agent).
 """
 
 from __future__ import annotations
@@ -11,9 +23,10 @@ import copy
 import logging
 import sys
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -21,9 +34,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from thresher.data.dataset import ArrayDataset
-from thresher.data.pipeline import BatchLoader, Normalize, to_float
+from thresher.data.pipeline import Batch, BatchLoader, Normalize, to_float
 from thresher.train.device import choose_device
-from thresher.train.optimizers import build_optimizer, build_schedule
+from thresher.train.optimizers import build_optimizer, check_optimizer
+from thresher.train.schedules import SCHEDULES, build_schedule
 
 Switch = Literal["auto", "on", "off"]
 log = logging.getLogger(__name__)
@@ -36,10 +50,12 @@ class FitConfig:
     epochs: int = 10
     batch_size: int = 128
     optimizer: str = "sgd"
+    optimizer_options: dict[str, Any] = field(default_factory=dict)  # the optimiser's own knobs
     lr: float = 0.05
     momentum: float = 0.9
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = 5e-4  # on weights with >= 2 dims only, unless decay_1d
+    decay_1d: bool = False  # also decay biases and normalisation gains
     schedule: str = "cosine"
     warmup_epochs: float = 0.0
     label_smoothing: float = 0.0
@@ -52,22 +68,26 @@ class FitConfig:
 
     def validate(self) -> None:
         from thresher.data.augment import POLICIES
-        from thresher.train.optimizers import OPTIMIZERS, SCHEDULES
 
         for name in ("epochs", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"fit.{name} must be positive, got {getattr(self, name)}")
         if self.lr <= 0:
             raise ValueError(f"fit.lr must be positive, got {self.lr}")
+        if self.weight_decay < 0 or self.momentum < 0:
+            raise ValueError("fit.weight_decay and fit.momentum must be >= 0")
         if self.early_stopping < 0 or self.eval_every < 0:
             raise ValueError("fit.early_stopping and fit.eval_every must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"fit.label_smoothing must be in [0, 1), got {self.label_smoothing}")
-        for key, value, choices in (("optimizer", self.optimizer, OPTIMIZERS),
-                                    ("schedule", self.schedule, SCHEDULES),
-                                    ("augment", self.augment, POLICIES)):
-            if value not in choices:
-                raise ValueError(f"fit.{key} {value!r} is not one of {', '.join(choices)}")
+        for key, check in (("schedule", lambda: SCHEDULES.get(self.schedule)),
+                           ("augment", lambda: POLICIES.get(self.augment)),
+                           ("optimizer", lambda: check_optimizer(self.optimizer,
+                                                                 self.optimizer_options))):
+            try:
+                check()
+            except (ValueError, LookupError) as e:
+                raise ValueError(f"fit.{key}: {e}") from None
 
 
 @dataclass
@@ -76,6 +96,33 @@ class FitResult:
     normalize: Normalize | None = None
     best_epoch: int | None = None
     seconds: float = 0.0
+
+
+@dataclass
+class Step:
+    """What a hook sees of one optimisation step."""
+
+    epoch: int
+    step: int  # optimiser steps taken before this one
+    batch: Batch
+    output: torch.Tensor  # the model's output (logits for a classifier)
+    losses: torch.Tensor  # [B] per-example losses (detached in after_step)
+    loss: torch.Tensor  # their mean, the minimised scalar
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+
+
+LossFn = Callable[[torch.Tensor, Batch], torch.Tensor]
+StepHook = Callable[[Step], None]
+
+
+def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
+    """The default ``loss_fn``: per-example cross-entropy, times the batch's weights if any."""
+    def loss_fn(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        losses = F.cross_entropy(logits, batch.y, reduction="none",
+                                 label_smoothing=label_smoothing)
+        return losses if batch.weight is None else losses * batch.weight
+    return loss_fn
 
 
 def uses_channels_last(model: nn.Module, device: torch.device, switch: Switch) -> bool:
@@ -98,17 +145,25 @@ def autocast(device: torch.device, switch: Switch):
 def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         val: ArrayDataset | None = None, weights: torch.Tensor | None = None,
         normalize: Normalize | None = None, device: torch.device | None = None, seed: int = 0,
+        loss_fn: LossFn | None = None,
+        before_epoch: Callable[[int], torch.Tensor | None] | None = None,
+        after_backward: StepHook | None = None, after_step: StepHook | None = None,
         on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Train ``model`` in place on ``train``; returns per-epoch history.
 
     ``weights`` are per-example importance weights (e.g. 1/(m p) from sensitivity sampling);
     they are rescaled to mean 1 so the learning rate keeps its meaning, and the batch loss is
     the mean of weight x loss — an unbiased estimate of the full weighted loss.
-    ``normalize`` defaults to statistics of ``train``; pass the same object to `evaluate`.
+    ``normalize`` defaults to statistics of ``train`` (None for float features, which arrive
+    normalised); pass the same object to `evaluate`. ``seed`` fixes the data order and the
+    augmentation draws. The hooks are described in the module docstring. The learning-rate
+    schedule spans ``epochs`` full passes; an epoch on a subset still advances it by one
+    epoch's share, so subset selection keeps the schedule's shape.
     """
     cfg.validate()
     device = device or choose_device("auto")
-    normalize = normalize or Normalize.from_dataset(train)
+    if normalize is None and not train.is_features:
+        normalize = Normalize.from_dataset(train)
     model.to(device)
     channels_last = uses_channels_last(model, device, cfg.channels_last)
     if channels_last:
@@ -120,49 +175,60 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         weights = weights / weights.mean()
     if cfg.early_stopping and val is None:
         raise ValueError("fit.early_stopping needs validation data")
+    loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
 
     loader = BatchLoader(train.to(device), cfg.batch_size, shuffle=True, augment=cfg.augment,
                          normalize=normalize, drop_last=len(train) > cfg.batch_size, seed=seed,
                          weights=weights, channels_last=channels_last)
-    steps = len(loader) * cfg.epochs
-    optimizer = build_optimizer(cfg.optimizer, model.parameters(), lr=cfg.lr,
-                                momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                nesterov=cfg.nesterov)
-    scheduler = build_schedule(cfg.schedule, optimizer, steps,
-                               round(cfg.warmup_epochs * len(loader)))
+    per_epoch = len(loader)
+    optimizer = build_optimizer(cfg.optimizer, model, lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
+                                decay_1d=cfg.decay_1d, options=cfg.optimizer_options)
+    scheduler = build_schedule(cfg.schedule, optimizer, per_epoch * cfg.epochs,
+                               round(cfg.warmup_epochs * per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda"
                                   and cfg.amp != "off" and not torch.cuda.is_bf16_supported())
     result = FitResult(normalize=normalize)
-    best_acc, best_state, stale = -1.0, None, 0
+    best_acc, best_state, stale, steps, scheduled = -1.0, None, 0, 0, 0
     start = time.perf_counter()
-    bar = tqdm(total=steps, disable=not cfg.progress or not sys.stderr.isatty(), unit="batch",
-               leave=False, desc=f"fit {type(model).__name__}")
+    bar = tqdm(total=per_epoch * cfg.epochs, disable=not cfg.progress or not sys.stderr.isatty(),
+               unit="batch", leave=False, desc=f"fit {type(model).__name__}")
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros((), device=device, dtype=torch.long)
         seen = 0
-        for batch in loader:
+        rows = before_epoch(epoch) if before_epoch is not None else None
+        for batch in (loader if rows is None else loader.epoch(rows)):
             with autocast(device, cfg.amp):
-                logits = model(batch.x)
-                if batch.weight is None:
-                    loss = F.cross_entropy(logits, batch.y, label_smoothing=cfg.label_smoothing)
-                else:
-                    per_example = F.cross_entropy(logits, batch.y, reduction="none",
-                                                  label_smoothing=cfg.label_smoothing)
-                    loss = (per_example * batch.weight).mean()
+                output = model(batch.x)
+                losses = loss_fn(output, batch)
+                loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            if after_backward is not None:
+                scaler.unscale_(optimizer)
+                after_backward(Step(epoch, steps, batch, output, losses, loss, model, optimizer))
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            scheduled += 1
+            if after_step is not None:
+                after_step(Step(epoch, steps, batch, output.detach(), losses.detach(),
+                                loss.detach(), model, optimizer))
+            steps += 1
             loss_sum += loss.detach() * len(batch.y)
-            hits += (logits.detach().argmax(1) == batch.y).sum()
+            hits += (output.detach().argmax(1) == batch.y).sum()
             seen += len(batch.y)
             bar.update()
-        row = {"epoch": epoch, "train_loss": loss_sum.item() / seen,
-               "train_acc": hits.item() / seen, "lr": optimizer.param_groups[0]["lr"],
+        for _ in range(scheduled, epoch * per_epoch):  # a subset epoch: the schedule keeps pace
+            scheduler.step()
+        scheduled = max(scheduled, epoch * per_epoch)
+        row = {"epoch": epoch, "train_loss": loss_sum.item() / max(seen, 1),
+               "train_acc": hits.item() / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - start}
+        if rows is not None:
+            row["examples"] = seen
         if val is not None and cfg.eval_every and (epoch % cfg.eval_every == 0
                                                    or epoch == cfg.epochs):
             scores = evaluate(model, val, normalize=normalize, device=device, amp=cfg.amp)
@@ -174,8 +240,7 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
             else:
                 stale += 1
         result.history.append(row)
-        shown = {k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_acc")}
-        bar.set_postfix(shown)
+        bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k in ("train_loss", "val_acc")})
         log.debug("epoch %d/%d %s", epoch, cfg.epochs,
                   " ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
         if on_epoch is not None:
@@ -189,25 +254,40 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
     return result
 
 
+def forward_batches(model: nn.Module, data: ArrayDataset, normalize: Normalize | None, *,
+                    batch_size: int = 1024, device: torch.device | None = None,
+                    amp: Switch = "auto", embed: bool = False):
+    """The one inference loop behind `evaluate` and `predict`: yields, per batch of ``data``
+    in order, ``(labels, logits, embeddings)`` (embeddings None unless ``embed``, which uses
+    the model seam ``head(embed(x))``). Call under ``torch.inference_mode()``; the model is in
+    eval mode while the generator runs and back in its previous mode afterwards."""
+    device = device or next(model.parameters()).device
+    data = data.to(device)
+    channels_last = uses_channels_last(model, device, "auto")
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(data), batch_size):
+            x = to_float(data.images[start:start + batch_size], normalize, channels_last)
+            with autocast(device, amp):
+                emb = model.embed(x) if embed else None
+                logits = model.head(emb) if embed else model(x)
+            yield data.labels[start:start + batch_size], logits, emb
+    finally:
+        model.train(was_training)
+
+
 @torch.inference_mode()
 def evaluate(model: nn.Module, data: ArrayDataset, *, normalize: Normalize | None,
              batch_size: int = 1024, device: torch.device | None = None,
              amp: Switch = "auto") -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``data`` (no augmentation)."""
     device = device or next(model.parameters()).device
-    data = data.to(device)
-    channels_last = uses_channels_last(model, device, "auto")
-    was_training = model.training
-    model.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     hits = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, len(data), batch_size):
-        x = to_float(data.images[start:start + batch_size], normalize, channels_last)
-        y = data.labels[start:start + batch_size]
-        with autocast(device, amp):
-            logits = model(x)
+    for y, logits, _ in forward_batches(model, data, normalize, batch_size=batch_size,
+                                        device=device, amp=amp):
         loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
         hits += (logits.argmax(1) == y).sum()
-    model.train(was_training)
     return {"loss": loss_sum.item() / len(data), "accuracy": hits.item() / len(data),
             "n": len(data)}

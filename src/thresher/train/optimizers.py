@@ -1,83 +1,101 @@
-"""Optimisers and learning-rate schedules by name.
+"""Optimisers by name, built from parameter groups.
 
-Registries rather than if-chains so later packages (e.g. `thresher.optim` for GaLore) can add an
-optimiser without touching the training loop.
+`param_groups` applies weight decay only to parameters with two or more dimensions (weight
+matrices and convolution kernels), as nanoGPT's ``configure_optimizers`` does: decaying biases
+and normalisation gains pulls them towards zero for no regularising benefit. A factory receives
+those groups plus the options in ``fit.optimizer_options``, so an optimiser with knobs of its own
+(GaLore's rank, update gap and scale) registers here from `thresher.optim` without touching the
+training loop. The factory's keyword arguments are the options it accepts; anything else is
+refused before training starts.
 """
 
 from __future__ import annotations
 
-import difflib
-import math
-from typing import Callable, Iterable
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
+from torch import nn
+
+from thresher.registry import Registry, did_you_mean
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
-OPTIMIZERS: dict[str, OptimizerFactory] = {}
-SCHEDULES: dict[str, Callable[[float], float]] = {}
-
-
-def _unknown(kind: str, name: str, choices: Iterable[str]) -> ValueError:
-    choices = list(choices)
-    close = difflib.get_close_matches(name, choices, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return ValueError(f"unknown {kind} {name!r}: choose one of {', '.join(choices)}{hint}")
+OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
+_BASE_ARGS = ("groups", "lr", "momentum", "nesterov")
 
 
 def register_optimizer(name: str) -> Callable[[OptimizerFactory], OptimizerFactory]:
-    def add(factory: OptimizerFactory) -> OptimizerFactory:
-        OPTIMIZERS[name] = factory
-        return factory
-    return add
+    """Decorator: ``factory(groups, *, lr, momentum, nesterov, **options) -> Optimizer``.
+
+    ``groups`` already carry each group's ``weight_decay``.
+    """
+    return OPTIMIZERS.register(name)
 
 
 @register_optimizer("sgd")
-def _sgd(params, lr: float, momentum: float, weight_decay: float,
-         nesterov: bool) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay,
+def _sgd(groups: list[dict], *, lr: float, momentum: float, nesterov: bool,
+         dampening: float = 0.0) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, dampening=dampening,
                            nesterov=nesterov and momentum > 0)
 
 
 @register_optimizer("adam")
-def _adam(params, lr: float, momentum: float, weight_decay: float,
-          nesterov: bool) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+def _adam(groups: list[dict], *, lr: float, momentum: float, nesterov: bool,
+          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+          amsgrad: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.Adam(groups, lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad)
 
 
 @register_optimizer("adamw")
-def _adamw(params, lr: float, momentum: float, weight_decay: float,
-           nesterov: bool) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+def _adamw(groups: list[dict], *, lr: float, momentum: float, nesterov: bool,
+           betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+           amsgrad: bool = False) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad)
 
 
-def build_optimizer(name: str, params, *, lr: float, momentum: float = 0.9,
-                    weight_decay: float = 0.0, nesterov: bool = False) -> torch.optim.Optimizer:
-    if name not in OPTIMIZERS:
-        raise _unknown("optimizer", name, OPTIMIZERS)
-    return OPTIMIZERS[name](params, lr=lr, momentum=momentum, weight_decay=weight_decay,
-                            nesterov=nesterov)
+def optimizer_options(name: str) -> dict[str, Any]:
+    """The options optimiser ``name`` accepts in ``fit.optimizer_options``, with defaults."""
+    params = inspect.signature(OPTIMIZERS[name]).parameters.values()
+    return {p.name: p.default for p in params
+            if p.name not in _BASE_ARGS and p.default is not inspect.Parameter.empty}
 
 
-# Each schedule maps training progress t in [0, 1) to a multiplier of the base learning rate.
-SCHEDULES.update({
-    "constant": lambda t: 1.0,
-    "cosine": lambda t: 0.5 * (1.0 + math.cos(math.pi * t)),
-    "linear": lambda t: 1.0 - t,
-    "step": lambda t: 0.1 ** ((t >= 0.5) + (t >= 0.75)),
-})
+def check_optimizer(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown optimiser or option now, not after the data is loaded."""
+    accepted = optimizer_options(name)
+    for key in options:
+        if key not in accepted:
+            close = did_you_mean(key, accepted)
+            hint = f" (did you mean {close!r}?)" if close else ""
+            raise ValueError(f"optimizer {name!r} has no option {key!r}{hint}; its options: "
+                             f"{', '.join(accepted) or 'none'}")
 
 
-def build_schedule(name: str, optimizer: torch.optim.Optimizer, total_steps: int,
-                   warmup_steps: int = 0) -> torch.optim.lr_scheduler.LambdaLR:
-    """A per-step schedule: linear warm-up over ``warmup_steps``, then ``name`` to the end."""
-    if name not in SCHEDULES:
-        raise _unknown("schedule", name, SCHEDULES)
-    shape = SCHEDULES[name]
-    decay_steps = max(1, total_steps - warmup_steps)
+def param_groups(params: Iterable[nn.Parameter] | nn.Module, weight_decay: float,
+                 decay_1d: bool = False) -> list[dict]:
+    """Trainable parameters split into a decayed group (>= 2 dims) and an undecayed one.
 
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return shape(min(step - warmup_steps, decay_steps - 1) / decay_steps)
+    One group when nothing differs (no decay, or ``decay_1d``), so the optimiser's update stays
+    a single fused call per step.
+    """
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    params = [p for p in params if p.requires_grad]
+    if weight_decay == 0 or decay_1d:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.dim() >= 2]
+    rest = [p for p in params if p.dim() < 2]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay},
+                        {"params": rest, "weight_decay": 0.0}) if g["params"]]
 
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+def build_optimizer(name: str, params: Iterable[nn.Parameter] | nn.Module, *, lr: float,
+                    momentum: float = 0.9, weight_decay: float = 0.0, nesterov: bool = False,
+                    decay_1d: bool = False, options: dict[str, Any] | None = None
+                    ) -> torch.optim.Optimizer:
+    """Optimiser ``name`` over ``params`` (a module or parameters), decay per `param_groups`."""
+    options = dict(options or {})
+    check_optimizer(name, options)
+    return OPTIMIZERS[name](param_groups(params, weight_decay, decay_1d), lr=lr,
+                            momentum=momentum, nesterov=nesterov, **options)

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from thresher.data.dataset import ArrayDataset
-from thresher.data.pipeline import Normalize, to_float
-from thresher.train.engine import Switch, autocast, uses_channels_last
+from thresher.data.pipeline import Normalize
+from thresher.train.engine import Switch, forward_batches
 
 
 @dataclass
@@ -59,23 +59,14 @@ def predict(model: nn.Module, data: ArrayDataset, *, normalize: Normalize | None
     and gradient embeddings use the model's own predicted class instead (as BADGE does).
     Requires the model seam: ``embed(x)`` and ``head``.
     """
-    device = device or next(model.parameters()).device
-    images = data.images.to(device)
-    channels_last = uses_channels_last(model, device, "auto")
-    was_training = model.training
-    model.eval()
     logits, feats = [], []
-    for start in range(0, len(data), batch_size):
-        x = to_float(images[start:start + batch_size], normalize, channels_last)
-        with autocast(device, amp):
-            emb = model.embed(x)
-            out = model.head(emb)
+    for _, out, emb in forward_batches(model, data, normalize, batch_size=batch_size,
+                                       device=device, amp=amp, embed=True):
         feats.append(emb.float())
         logits.append(out.float())
-    model.train(was_training)
     logits_t, emb_t = torch.cat(logits), torch.cat(feats)
     probs = logits_t.softmax(1)
-    labels = data.labels.to(device) if use_labels else None
+    labels = data.labels.to(logits_t.device) if use_labels else None
     losses = F.cross_entropy(logits_t, labels, reduction="none") if use_labels else None
     grads = None
     if grad_embed:

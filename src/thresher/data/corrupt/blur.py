@@ -17,6 +17,7 @@ import torch
 from thresher.data.corrupt import ops
 from thresher.data.corrupt.presets import Defocus, Glass, Motion, Zoom
 
+
 def defocus_blur(x: torch.Tensor, p: Defocus, gen: torch.Generator) -> torch.Tensor:
     """Every channel filtered with an anti-aliased disk (OpenCV reflect-101 borders)."""
     return ops.filter2d(x, disk_kernel(p.radius, p.alias_blur), "mirror")

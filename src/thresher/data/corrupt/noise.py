@@ -11,6 +11,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from thresher.seeding import make_generator
+
 SHOT_PARTS = 4  # fixed, so the draws do not depend on how many threads run them
 
 
@@ -31,7 +33,7 @@ def shot_noise(x: torch.Tensor, photons: float, gen: torch.Generator) -> torch.T
     seeds = torch.randint(2 ** 62, (SHOT_PARTS,), generator=gen).tolist()
 
     def draw(part: tuple[torch.Tensor, int]) -> torch.Tensor:
-        return torch.poisson(part[0], generator=torch.Generator().manual_seed(part[1]))
+        return torch.poisson(part[0], generator=make_generator(part[1]))
 
     with ThreadPoolExecutor(max(1, min(SHOT_PARTS, torch.get_num_threads()))) as pool:
         counts = list(pool.map(draw, zip(rate.tensor_split(SHOT_PARTS), seeds)))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 
 def fold_index(i: torch.Tensor, n: int, mode: str) -> torch.Tensor:

@@ -15,6 +15,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from thresher.data.formats import DataError
+from thresher.registry import Registry
+
 
 class Glass(NamedTuple):
     sigma: float  # Gaussian blur before and after the shuffle
@@ -155,4 +158,6 @@ IMAGENET = Preset("imagenet", "ImageNet-C (the imagecorruptions package), for an
     "jpeg_compression": (25, 18, 15, 10, 7),
 })
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (CIFAR, IMAGENET)}
+PRESETS: Registry[Preset] = Registry("corruption preset", error=DataError)
+PRESETS.register(CIFAR.name, CIFAR, description=CIFAR.description)
+PRESETS.register(IMAGENET.name, IMAGENET, description=IMAGENET.description)

@@ -18,16 +18,25 @@ from thresher.data.pipeline import Normalize
 from thresher.data.streams import make_stream, num_outputs
 from thresher.models import build
 from thresher.runs.store import Run
+from thresher.runs.track import make_tracker
+from thresher.seeding import set_seed
 from thresher.studies import Command, Flag, Study, register_study
-from thresher.studies.common import load_data
+from thresher.studies.common import for_seeds, load_data
 from thresher.studies.continual.config import ContinualConfig
 from thresher.studies.continual.learners import build_learner
 from thresher.studies.continual.loop import train_stream
-from thresher.studies.continual.report import (SCORES, add_compare_arguments,
-                                               add_stats_arguments, compare_command, plot_curves,
-                                               results_table, stats_command)
-from thresher.studies.continual.track import MlflowTracker
-from thresher.train import choose_device, set_seed
+from thresher.studies.continual.report import (
+    SCORES,
+    add_compare_arguments,
+    add_stats_arguments,
+    compare_command,
+    plot_curves,
+    results_table,
+    stats_command,
+    tracked_final,
+    tracked_point,
+)
+from thresher.train import choose_device
 
 log = logging.getLogger("thresher.continual")
 
@@ -47,9 +56,9 @@ def run(cfg: ContinualConfig, run: Run) -> dict:
     normalize = Normalize.from_dataset(train)
     stream, num_tasks = cfg.stream, cfg.num_tasks
     outputs = num_outputs(stream.kind, train.num_classes, num_tasks, stream.scenario)
-    tracker = MlflowTracker(cfg, run.name, cfg.mlflow_uri) if cfg.track == "mlflow" else None
+    tracker = make_tracker(cfg.track, "thresher-continual", run.name, cfg, cfg.track_uri)
     per_run: list[dict] = []
-    for seed in range(cfg.seed, cfg.seed + cfg.runs):
+    for seed in for_seeds(cfg):
         tasks = make_stream(stream.kind, train, test, num_tasks, seed=seed,
                             max_angle=stream.max_angle, scenario=stream.scenario,
                             train_per_task=cfg.train_per_task, test_per_task=cfg.test_per_task,
@@ -61,13 +70,11 @@ def run(cfg: ContinualConfig, run: Run) -> dict:
             learner = build_learner(name, model, cfg, outputs, train.in_shape, device, seed)
             phases = [_joined([t.train for t in tasks])] if name == "joint" else \
                 [t.train for t in tasks]
-            if tracker is not None:
-                tracker.start(name, seed)
+            tracker.start(f"{name}-seed{seed}", {"learner": name, "run_seed": seed})
             result = train_stream(learner, phases, tests, cfg.fit, normalize, seed,
-                                  on_point=None if tracker is None else tracker.point,
+                                  on_point=lambda p: tracker.log(tracked_point(p), p["batch"]),
                                   name=f"{name} seed {seed}")
-            if tracker is not None:
-                tracker.finish(result)
+            tracker.finish(tracked_final(result))
             per_run.append({"learner": name, "seed": seed, **result})
             run.save_json("per_run.json", per_run)  # what is done survives an interruption
             log.info("%s seed %d: average accuracy %.4f, forgetting %.4f", name, seed,
@@ -75,14 +82,13 @@ def run(cfg: ContinualConfig, run: Run) -> dict:
     learners = {name: {key: [r[key] for r in per_run if r["learner"] == name]
                        for key, _, _ in SCORES}
                 for name in cfg.learners}
-    table = results_table(learners)
-    title = f"{cfg.dataset} {stream.kind}, {num_tasks} tasks, seed {cfg.seed}"
-    figure = plot_curves({r["learner"]: r["curve"] for r in per_run if r["seed"] == cfg.seed},
-                         num_tasks, title)
+    run.save_results(results_table(learners))
+    title = f"{cfg.dataset} {stream.kind}, {num_tasks} tasks, {cfg.runs} seeds"
+    figure = plot_curves({name: [r["curve"] for r in per_run if r["learner"] == name]
+                          for name in cfg.learners}, num_tasks, title)
     run.save_figure("curves.png", figure, dpi=120)
-    run.save_text("results.txt", table + "\n")
     return {"dataset": cfg.dataset, "stream": stream.kind, "tasks": num_tasks,
-            "outputs": outputs, "learners": learners, "runs": per_run, "table": table}
+            "outputs": outputs, "learners": learners, "runs": per_run}
 
 
 register_study(Study(
@@ -102,7 +108,7 @@ register_study(Study(
         Flag("--removal", "memory.removal", "ta-agem cluster removal: oldest, mean, random"),
         Flag("--runs", "runs", "number of seeds (mean ± 95%% CI over them)"),
         Flag("--lite", "lite", "quick check: 2 tasks on reduced data", switch=True),
-        Flag("--track", "track", "none or mlflow (local MLflow file store)"),
+        Flag("--track", "track", "none, mlflow (local SQLite store) or tensorboard"),
     ),
     commands=(
         Command("compare", "continual runs side by side (mean and 95 percent CI over seeds)",

@@ -7,16 +7,17 @@ of Q = 10 clusters of P = 3 samples per label pool.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from thresher.data.sources import get_source
 from thresher.data.streams import DEFAULT_TASKS, KINDS
 from thresher.runs.config import ConfigError, check_choice, check_positive, check_range
-from thresher.studies.common import check_dataset_and_model
+from thresher.runs.track import check_tracker
+from thresher.studies.common import StudyConfig, check_dataset_and_model
+from thresher.studies.continual.learners import LEARNERS
+from thresher.train.optimizers import OPTIMIZERS
 
-LEARNERS = ("naive", "joint", "er", "agem", "ta-agem")
 REMOVALS = ("oldest", "mean", "random")
 LITE_TASKS = 2
 LITE_TRAIN_PER_TASK = 1000
@@ -107,42 +108,37 @@ class OnlineFitConfig:
     testing_interval: int = 100  # batches between evaluations on every task (the curves)
 
     def validate(self) -> None:
-        from thresher.train.optimizers import OPTIMIZERS
-
         for name in ("epochs", "batch_size", "lr", "testing_interval"):
             check_positive(f"fit.{name}", getattr(self, name))
         check_positive("fit.momentum", self.momentum, allow_zero=True)
         check_positive("fit.weight_decay", self.weight_decay, allow_zero=True)
-        check_choice("fit.optimizer", self.optimizer, list(OPTIMIZERS))
+        check_choice("fit.optimizer", self.optimizer, OPTIMIZERS.names())
 
 
 @dataclass
-class ContinualConfig:
+class ContinualConfig(StudyConfig):
     dataset: str = "digits"
-    dataset_options: dict[str, Any] = field(default_factory=dict)
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=lambda: {"widths": [200]})
-    data_dir: str | None = None
-    device: str = "auto"
     threads: int = 1  # CPU threads for torch: batches of 10 run fastest on one
-    seed: int = 0
-    runs: int = 1  # seeds seed, seed+1, ...; tables report mean ± 95% CI over them
     learners: list[str] = field(default_factory=lambda: ["naive", "er", "agem", "ta-agem"])
     lite: bool = False  # quick check: 2 tasks of at most 1000 training / 500 test images
-    track: Literal["none", "mlflow"] = "none"
-    mlflow_uri: str | None = None  # None: a local SQLite store ./mlflow.db (no server)
+    track: Literal["none", "mlflow", "tensorboard"] = "none"  # live mirror of every learner/seed
+    # mlflow: tracking URI (None: a local SQLite store ./mlflow.db, no server);
+    # tensorboard: log folder (None: ./tensorboard)
+    track_uri: str | None = None
     stream: StreamConfig = field(default_factory=StreamConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     fit: OnlineFitConfig = field(default_factory=OnlineFitConfig)
 
     def validate(self) -> None:
-        check_positive("runs", self.runs)
+        super().validate()
         check_positive("threads", self.threads)
         if not self.learners:
             raise ConfigError(f"learners must name at least one of {', '.join(LEARNERS)}")
         for name in self.learners:
-            check_choice("learners", name, LEARNERS)
+            check_choice("learners", name, LEARNERS.names())
         if len(set(self.learners)) != len(self.learners):
             raise ConfigError(f"learners lists a learner twice: {self.learners}")
         check_dataset_and_model(self.dataset, self.model, self.model_options,
@@ -151,9 +147,7 @@ class ContinualConfig:
         if self.stream.kind == "class_split" and classes and classes % self.num_tasks:
             raise ConfigError(f"class_split divides the {classes} classes of {self.dataset!r} "
                               f"evenly across tasks; {self.num_tasks} tasks do not divide them")
-        if self.track == "mlflow" and importlib.util.find_spec("mlflow") is None:
-            raise ConfigError("track 'mlflow' needs the mlflow package, which is not "
-                              "installed: pip install 'thresher[mlflow]'")
+        check_tracker(self.track)
 
     @property
     def num_tasks(self) -> int:

@@ -10,46 +10,22 @@ tensor so the loop can sum it without a host synchronisation per batch.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from thresher.studies.continual.agem import FlatGrad, project
-from thresher.studies.continual.config import ContinualConfig, SchedulerConfig
-from thresher.studies.continual.memory import ClusteringMemory, ReservoirMemory, TaskRingBuffer
-from thresher.train import build_optimizer
+from thresher.data.memory import ClusteringMemory, ReservoirMemory, TaskRingBuffer
+from thresher.optim import FlatGrad, project
+from thresher.registry import Registry
+from thresher.seeding import make_generator
+from thresher.train import LossSpikeScheduler, build_optimizer
 
-
-class LossSpikeScheduler:
-    """TA-A-GEM's learning-rate schedule for a stream without announced task changes.
-
-    The rate decays by ``factor`` after ``patience`` batches without a relative improvement of
-    ``threshold`` on the best loss so far (a plateau), and jumps back to its initial value after
-    ``patience`` batches with a loss more than ``spike`` above that best (a new task has most
-    likely begun), which also restarts the best loss and the plateau count from there.
-    """
-
-    def __init__(self, lr: float, cfg: SchedulerConfig) -> None:
-        self.initial = self.lr = lr
-        self.cfg = cfg
-        self.best = math.inf
-        self.plateau = 0
-        self.spiking = 0
-
-    def step(self, loss: float) -> float:
-        cfg = self.cfg
-        if loss < self.best * (1 - cfg.threshold):
-            self.best, self.plateau = loss, 0
-        else:
-            self.plateau += 1
-        self.spiking = self.spiking + 1 if loss > self.best + cfg.spike else 0
-        if self.spiking > cfg.patience:
-            self.lr, self.best, self.spiking, self.plateau = self.initial, loss, 0, 0
-        if self.plateau > cfg.patience:
-            self.lr, self.plateau = max(self.lr * cfg.factor, cfg.min_lr), 0
-        return self.lr
+if TYPE_CHECKING:
+    from thresher.studies.continual.config import ContinualConfig
 
 
 class Learner:
@@ -177,25 +153,45 @@ class TaskAgnosticAGEM(_Projected):
         return loss
 
 
+class Parts:
+    """What every learner is built from: the model, its optimiser and scheduler, the run's
+    config and the memory's shape, device and generator."""
+
+    def __init__(self, model: nn.Module, cfg: ContinualConfig, num_classes: int,
+                 shape: tuple[int, ...], device: torch.device, seed: int) -> None:
+        fit = cfg.fit
+        self.model, self.cfg, self.num_classes, self.shape = model, cfg, num_classes, shape
+        self.device, self.seed = device, seed
+        self.optimizer = build_optimizer(fit.optimizer, model, lr=fit.lr, momentum=fit.momentum,
+                                         weight_decay=fit.weight_decay)
+        options = {k: v for k, v in asdict(cfg.scheduler).items() if k != "enabled"}
+        self.scheduler = LossSpikeScheduler(fit.lr, **options) if cfg.scheduler.enabled \
+            else None
+        self.generator = make_generator(seed, "memory", device=device)
+
+
+LEARNERS: Registry[Callable[[Parts], Learner]] = Registry("learner")
+LEARNERS.register("naive", lambda p: Learner(p.model, p.optimizer, p.scheduler),
+                  description="plain fine-tuning on each batch")
+LEARNERS.register("joint", lambda p: Learner(p.model, p.optimizer, p.scheduler),
+                  description="all tasks shuffled together: the upper bound")
+LEARNERS.register("er", lambda p: ExperienceReplay(
+    p.model, p.optimizer,
+    ReservoirMemory(p.cfg.memory.size, p.shape, p.device, p.generator),
+    p.cfg.memory.replay_batch, p.scheduler), description="experience replay from a reservoir")
+LEARNERS.register("agem", lambda p: AGEM(
+    p.model, p.optimizer, TaskRingBuffer(p.cfg.memory.per_task, p.shape, p.device, p.generator),
+    p.cfg.memory.reference_batch, p.scheduler), description="A-GEM, told where tasks end")
+LEARNERS.register("ta-agem", lambda p: TaskAgnosticAGEM(
+    p.model, p.optimizer,
+    ClusteringMemory(p.cfg.memory.pools or p.num_classes, p.cfg.memory.clusters,
+                     p.cfg.memory.cluster_size, p.shape, p.device, p.generator,
+                     p.cfg.memory.removal, p.seed, p.num_classes),
+    p.cfg.memory.reference_batch, p.scheduler),
+    description="task-agnostic A-GEM with a clustering memory")
+
+
 def build_learner(name: str, model: nn.Module, cfg: ContinualConfig, num_classes: int,
                   shape: tuple[int, ...], device: torch.device, seed: int) -> Learner:
-    """The learner ``name`` (see `config.LEARNERS`) around ``model``, already on ``device``."""
-    fit, mem = cfg.fit, cfg.memory
-    optimizer = build_optimizer(fit.optimizer, model.parameters(), lr=fit.lr,
-                                momentum=fit.momentum, weight_decay=fit.weight_decay)
-    scheduler = LossSpikeScheduler(fit.lr, cfg.scheduler) if cfg.scheduler.enabled else None
-    generator = torch.Generator(device=device).manual_seed(seed)
-    if name in ("naive", "joint"):
-        return Learner(model, optimizer, scheduler)
-    if name == "er":
-        return ExperienceReplay(model, optimizer, ReservoirMemory(mem.size, shape, device,
-                                                                  generator),
-                                mem.replay_batch, scheduler)
-    if name == "agem":
-        return AGEM(model, optimizer, TaskRingBuffer(mem.per_task, shape, device, generator),
-                    mem.reference_batch, scheduler)
-    if name == "ta-agem":
-        memory = ClusteringMemory(mem.pools or num_classes, mem.clusters, mem.cluster_size,
-                                  shape, device, generator, mem.removal, seed, num_classes)
-        return TaskAgnosticAGEM(model, optimizer, memory, mem.reference_batch, scheduler)
-    raise ValueError(f"unknown learner {name!r}")
+    """The learner ``name`` (see `LEARNERS`) around ``model``, already on ``device``."""
+    return LEARNERS[name](Parts(model, cfg, num_classes, shape, device, seed))

@@ -4,6 +4,15 @@ The loop hands the learner device batches ``(x, y)`` and nothing else. Task boun
 only learners that declare ``task_aware`` (A-GEM), through ``end_task()``. The host reads the
 device only every ``testing_interval`` batches, when every task's test set is evaluated (one
 point of the accuracy curves) and the summed training loss is read.
+
+Why this is not `thresher.train.fit` with hooks: a stream takes thousands of steps of 10
+examples, where the fixed cost of a step decides the run time. The learners write the MLP's
+cross-entropy gradient in closed form straight into a flat buffer that the optimiser reads
+(`thresher.optim.FlatGrad`), and A-GEM projects inside that buffer. `fit`'s step — an autograd
+forward and backward, ``zero_grad(set_to_none=True)`` (which would detach the flat views), the
+schedule and per-step bookkeeping — is several times that cost at batch 10, and it evaluates
+per epoch where a stream evaluates every ``testing_interval`` batches. The batches themselves
+come from the shared pipeline (`BatchLoader`), seeded from the run's seed.
 """
 
 from __future__ import annotations
@@ -16,10 +25,15 @@ import torch
 
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import BatchLoader, Normalize
+from thresher.seeding import derive_seed
 from thresher.studies.continual.config import OnlineFitConfig
 from thresher.studies.continual.learners import Learner
-from thresher.studies.continual.metrics import (average_accuracy, average_incremental_accuracy,
-                                                backward_transfer, forgetting)
+from thresher.studies.continual.metrics import (
+    average_accuracy,
+    average_incremental_accuracy,
+    backward_transfer,
+    forgetting,
+)
 from thresher.train import evaluate
 
 log = logging.getLogger("thresher.continual")
@@ -66,7 +80,7 @@ def train_stream(learner: Learner, phases: Sequence[ArrayDataset], tests: Sequen
     for phase, data in enumerate(phases):
         seen_tasks = len(tests) if len(phases) == 1 else phase + 1
         loader = BatchLoader(data, fit.batch_size, shuffle=True, normalize=normalize,
-                             seed=seed * 1000 + phase)
+                             seed=derive_seed(seed, "order", phase))
         started, evaluating = time.perf_counter(), 0.0
         for _ in range(fit.epochs):
             for batch in loader:

@@ -48,7 +48,7 @@ def forgetting(R: Matrix) -> float:
     if not _sequential(R):
         return math.nan
     T = len(R)
-    drops = [max(R[l][j] for l in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)]
+    drops = [max(R[i][j] for i in range(j, T - 1)) - R[T - 1][j] for j in range(T - 1)]
     return sum(drops) / len(drops)
 
 

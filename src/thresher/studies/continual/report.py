@@ -1,4 +1,4 @@
-"""Tables and plots of continual runs, and the ``compare`` / ``stats`` actions.
+"""Tables, plots and tracked metrics of continual runs, and the ``compare`` / ``stats`` actions.
 
 Every number is shown as mean ± 95% CI over seeds (`thresher.runs.stats`); scores are in
 percent. ``compare`` puts given runs side by side; ``stats`` pools the last N runs found in a
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from thresher.runs.plots import figure, mean_ci_band
 from thresher.runs.report import comparison_table, format_table
 from thresher.runs.stats import format_mean_ci, summarize
 from thresher.runs.store import SUMMARY_FILE, RunLookupError, RunStore
@@ -44,24 +45,26 @@ def results_table(learners: Mapping[str, Mapping[str, Sequence[float]]]) -> str:
     return accuracy + "\n\n" + format_table(rows)
 
 
-def plot_curves(curves: Mapping[str, Sequence[dict]], num_tasks: int, title: str) -> Figure:
-    """One panel per learner: accuracy on each task against batches seen, with the ends of
-    training phases dashed."""
+def plot_curves(curves: Mapping[str, Sequence[Sequence[dict]]], num_tasks: int,
+                title: str) -> Figure:
+    """One panel per learner: accuracy on each task against batches seen, mean and 95% CI over
+    its seeds' curves, with the ends of training phases dashed. Seeds that were evaluated at
+    different batches (class splits of unequal sizes) cannot be averaged point by point: the
+    panel then shows the first seed alone."""
     import matplotlib
 
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
     names = list(curves)
-    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False,
-                             sharey=True)
-    colours = plt.get_cmap("viridis", max(num_tasks, 2))
+    fig, axes = figure(1, len(names), size=(4.2 * len(names), 3.4), sharey=True)
+    colours = matplotlib.colormaps["viridis"].resampled(max(num_tasks, 2))
     for ax, name in zip(axes[0], names):
-        points = curves[name]
-        batches = [p["batch"] for p in points]
+        runs = curves[name]
+        batches = [p["batch"] for p in runs[0]]
+        if any([p["batch"] for p in points] != batches for points in runs):
+            runs = runs[:1]
         for task in range(num_tasks):
-            ax.plot(batches, [p["accuracy"][task] for p in points], color=colours(task), lw=1,
-                    label=f"task {task}")
+            mean_ci_band(ax, batches, [[p["accuracy"][task] for p in points] for points in runs],
+                         color=colours(task), lw=1, label=f"task {task}")
+        points = runs[0]
         ends = [p["batch"] for p, q in zip(points, points[1:]) if q["phase"] != p["phase"]]
         for end in ends:
             ax.axvline(end, color="grey", ls="--", lw=0.6)
@@ -73,6 +76,23 @@ def plot_curves(curves: Mapping[str, Sequence[dict]], num_tasks: int, title: str
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def tracked_point(point: Mapping) -> dict[str, float]:
+    """What a tracker logs at each point of a curve (see `loop.train_stream`)."""
+    metrics = {"overall_accuracy": point["seen"], "loss": point["loss"],
+               "memory_size": point["memory"], "learning_rate": point["lr"]}
+    metrics.update({f"task_{j}_accuracy": a for j, a in enumerate(point["accuracy"])})
+    return metrics
+
+
+def tracked_final(result: Mapping) -> dict[str, float]:
+    """What a tracker logs when a learner has seen the whole stream: the accuracy on the last
+    task, the average and average incremental accuracy, forgetting, BWT and time per task."""
+    return {"final_accuracy": result["R"][-1][-1], "average_accuracy": result["avg_acc"],
+            "average_incremental_accuracy": result["inc_acc"],
+            "forgetting": result["forgetting"], "bwt": result["bwt"],
+            "seconds_per_task": result["seconds_per_task"]}
 
 
 # ---------------------------------------------------------------------------------------------

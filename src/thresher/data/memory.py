@@ -1,5 +1,9 @@
 """Episodic memories: what a replay learner keeps of the stream it has seen.
 
+Shared by the continual learners (reservoir for experience replay, per-task ring for A-GEM,
+the clustering memory of TA-A-GEM) and by anything else that replays past samples, such as an
+RL agent's replay buffer (a reservoir of flattened transitions).
+
 Every memory stores samples as the model sees them (normalised float, flattened) in tensors
 allocated once, so adding and sampling are a few tensor operations, never a Python loop over
 examples. ``sample(n)`` returns ``(x, y)`` or ``None`` while there is nothing to replay.
@@ -11,6 +15,8 @@ import math
 
 import numpy as np
 import torch
+
+from thresher.seeding import make_rng
 
 Sample = tuple[torch.Tensor, torch.Tensor]
 
@@ -149,7 +155,7 @@ class ClusteringMemory:
         self.pool_of: dict[int, int] = {}
         self.pool_table = torch.zeros(num_labels, dtype=torch.long, device=device)
         self.clock = 0
-        self.rng = np.random.default_rng(seed)
+        self.rng = make_rng(seed, "removal")  # the random removal policy's draws
         self.generator = generator
         self._occupied: torch.Tensor | None = None  # flat slot indices, rebuilt when they grow
 

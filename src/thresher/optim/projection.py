@@ -1,4 +1,5 @@
-"""A-GEM's gradient projection (Chaudhry et al. 2019, arXiv 1812.00420) over one flat vector.
+"""Gradient-projection tools: flat gradient buffers and A-GEM's projection (Chaudhry et al.
+2019, arXiv 1812.00420).
 
 `FlatGrad` points every parameter's ``.grad`` into slices of one flat buffer, so
 ``loss.backward()`` accumulates straight into the vector A-GEM works on and ``optimizer.step()``
