@@ -75,7 +75,8 @@ def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _run_study(study: Study, args: argparse.Namespace) -> int:
-    cfg = load_config(study.config, args.config, _shortcut_overrides(args) + args.overrides)
+    cfg = load_config(study.config, args.config, _shortcut_overrides(args) + args.overrides,
+                      validate=not args.print_config)
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0

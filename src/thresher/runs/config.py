@@ -34,11 +34,14 @@ class ConfigError(ValueError):
 # loading
 
 
-def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
+def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequence[str] = (),
+                validate: bool = True) -> T:
     """Build ``cls`` from its defaults, then the YAML file at ``path``, then ``overrides``.
 
     Overrides are ``key=value`` strings with dotted keys for nested sections (``fit.lr=0.1``).
-    The result is validated (``validate()`` on every nested section, then on the root).
+    The result is validated (``validate()`` on every nested section, then on the root) unless
+    ``validate=False``, for showing a config whose defaults need a value from the user (keys and
+    types are still checked).
     """
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"load_config needs a dataclass type, got {cls!r}")
@@ -57,7 +60,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: Sequenc
         if not sep or not key:
             raise ConfigError(f"override {item!r} must look like key=value (e.g. fit.lr=0.1)")
         cfg = _set(cfg, key, text.strip(), keys, raw=True, source="")
-    _validate(cfg, "")
+    if validate:
+        _validate(cfg, "")
     return cfg
 
 
