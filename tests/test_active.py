@@ -79,3 +79,14 @@ def test_budget_larger_than_the_data_fails_clearly(tmp_path, capsys):
     code = main(["-q", "active", "--runs-dir", str(tmp_path), "--budget", "5000", "--runs", "1"])
     assert code == 2
     assert "budget 5000 is larger than the training split" in capsys.readouterr().err
+
+
+def test_dataset_options_reach_every_dataset_loaded(tmp_path):
+    """budget 0 means the whole training split: with n=120 synthetic images, 120 get labelled."""
+    code = main(["-q", "active", "--runs-dir", str(tmp_path), "--name", "opts", "--datasets",
+                 "synthetic", "--methods", "random", "--runs", "1", "--set",
+                 "dataset_options={n: 120, num_classes: 4}", "--set", "fit.epochs=1"])
+    assert code == 0
+    results = json.loads((tmp_path / "active" / "opts" / "results.json").read_text())
+    curve = results["results"]["synthetic"]["random"]["curves"][0]
+    assert curve[-1]["labelled"] == 120
