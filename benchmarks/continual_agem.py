@@ -93,13 +93,14 @@ def thresher_tasks(folder: Path, seed: int) -> Iterator:
     from thresher.data.memory import TaskRingBuffer
     from thresher.data.pipeline import BatchLoader
     from thresher.models import build
+    from thresher.seeding import make_generator
     from thresher.studies.continual.learners import AGEM
     from thresher.train import evaluate, set_seed
 
     norm, data = read_stream(folder)
     set_seed(seed)
     model = build("mlp", 10, (1, 28, 28), widths=[200])
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(seed, "memory")  # the stream build_learner gives the memory
     learner = AGEM(model, torch.optim.SGD(model.parameters(), lr=LR),
                    TaskRingBuffer(PER_TASK, (1, 28, 28), torch.device("cpu"), generator),
                    REFERENCE)
@@ -124,13 +125,14 @@ def floor_tasks(folder: Path, seed: int) -> Iterator:
     from thresher.data.pipeline import BatchLoader
     from thresher.models import build
     from thresher.optim import FlatGrad, project
+    from thresher.seeding import make_generator
     from thresher.train import evaluate, set_seed
 
     norm, data = read_stream(folder)
     set_seed(seed)
     model = build("mlp", 10, (1, 28, 28), widths=[200])
     grads = FlatGrad(model.parameters(), rows=2)
-    generator = torch.Generator().manual_seed(seed)
+    generator = make_generator(seed, "memory")  # the same draws as the Thresher side
     past_x, past_y = torch.zeros(0, 784), torch.zeros(0, dtype=torch.long)
     ring_x, ring_y = torch.zeros(PER_TASK, 784), torch.zeros(PER_TASK, dtype=torch.long)
     for t in range(TASKS):

@@ -5,7 +5,6 @@ import torch
 
 from thresher.data.dataset import ArrayDataset
 from thresher.data.streams import (
-    DEFAULT_TASKS,
     KINDS,
     make_stream,
     num_outputs,
@@ -56,7 +55,8 @@ def test_a_stream_draws_from_the_seeds_own_stream_key():
 
 def test_kinds_are_a_registry_with_their_default_task_counts():
     assert list(KINDS) == ["permutation", "rotation", "class_split"]
-    assert DEFAULT_TASKS == {"permutation": 10, "rotation": 10, "class_split": 5}
+    assert {name: kind.default_tasks for name, kind in KINDS.items()} == \
+        {"permutation": 10, "rotation": 10, "class_split": 5}
 
 
 def test_permutation_tasks_are_disjoint_shares_with_one_permutation_each():

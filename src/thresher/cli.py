@@ -17,7 +17,7 @@ from types import FrameType
 
 from thresher.data import DataError
 from thresher.runs.config import ConfigError, dump_yaml, load_config
-from thresher.runs.store import RESULTS_FILE, RunLookupError, RunStore
+from thresher.runs.store import RunLookupError, RunStore, read_results
 from thresher.studies import Command, Study, load_builtin
 from thresher.studies.common import SEED_HELP
 
@@ -83,9 +83,9 @@ def _run_study(study: Study, args: argparse.Namespace) -> int:
     store = RunStore(args.runs_dir)
     with store.start(study.name, cfg, name=args.name, seed=getattr(cfg, "seed", None)) as run:
         run.metrics = study.run(cfg, run)
-    results = run.path(RESULTS_FILE)
-    if results.is_file():
-        print(results.read_text(), end="")
+    results = read_results(run.dir)
+    if results is not None:
+        print(results, end="")
     print(f"run {run.id}: {run.dir}")
     return 0
 
@@ -145,9 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_runs)
 
     studies, commands = load_builtin()
-    for _, study in studies.items():
+    for study in studies.values():
         _add_study(sub, study)
-    for _, command in commands.items():
+    for command in commands.values():
         _add_command(sub, command)
     return parser
 

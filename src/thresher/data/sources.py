@@ -119,7 +119,7 @@ def list_datasets(data_dir: str | Path | None = None) -> list[DatasetInfo]:
     root = resolve_data_dir(data_dir)
     cache_folder = cache.cache_dir(root)
     infos = []
-    for _, s in SOURCES.items():
+    for s in SOURCES.values():
         try:
             for split in s.splits:
                 s.locate(root, split, False, {})

@@ -206,7 +206,6 @@ def _class_split(train: ArrayDataset, test: ArrayDataset, num_tasks: int, gen: t
 KINDS.register("permutation", StreamKind(_permutation, 10), description=_permutation.__doc__)
 KINDS.register("rotation", StreamKind(_rotation, 10), description=_rotation.__doc__)
 KINDS.register("class_split", StreamKind(_class_split, 5), description=_class_split.__doc__)
-DEFAULT_TASKS = {name: kind.default_tasks for name, kind in KINDS.items()}  # the built-in kinds'
 
 
 def num_outputs(kind: str, dataset_classes: int, num_tasks: int, scenario: Scenario) -> int:

@@ -8,7 +8,7 @@ from typing import Any
 
 from thresher.runs.config import flatten
 from thresher.runs.report import format_table
-from thresher.runs.store import RESULTS_FILE, RunStore
+from thresher.runs.store import RunStore, read_results
 
 
 def runs_list(store: RunStore, study: str | None = None, status: str | None = None,
@@ -56,9 +56,9 @@ def runs_show(store: RunStore, ref: str) -> str:
         sections.append("(no summary.json: the run is still going or died without finishing)")
     elif summary.get("versions"):
         sections.append(_block("versions", summary["versions"]))
-    results = record.path / RESULTS_FILE
-    if results.is_file():
-        sections.append("results\n" + results.read_text().rstrip("\n"))
+    results = read_results(record.path)
+    if results is not None:
+        sections.append("results\n" + results.rstrip("\n"))
     return "\n\n".join(sections)
 
 

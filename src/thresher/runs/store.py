@@ -301,6 +301,12 @@ class RunRecord:
         return _read_summary(self.path)
 
 
+def read_results(directory: Path) -> str | None:
+    """A run directory's rendered result table (``results.txt``), None when it has none."""
+    path = Path(directory) / RESULTS_FILE
+    return path.read_text() if path.is_file() else None
+
+
 def _read_summary(directory: Path) -> dict[str, Any] | None:
     path = Path(directory) / SUMMARY_FILE
     return json.loads(path.read_text()) if path.is_file() else None

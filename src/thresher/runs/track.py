@@ -79,11 +79,8 @@ class MlflowTracker:
 
     def __init__(self, experiment: str, run_name: str, params: Mapping[str, str],
                  uri: str | None) -> None:
-        try:
-            import mlflow
-        except ImportError:
-            raise ConfigError("track 'mlflow' needs the mlflow package: "
-                              "pip install 'thresher[mlflow]'") from None
+        import mlflow  # present: make_tracker checked
+
         self.mlflow = mlflow
         mlflow.set_tracking_uri(uri or f"sqlite:///{Path('mlflow.db').resolve()}")
         try:
@@ -112,11 +109,8 @@ class TensorBoardTracker:
 
     def __init__(self, experiment: str, run_name: str, params: Mapping[str, str],
                  uri: str | None) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise ConfigError("track 'tensorboard' needs the tensorboard package: "
-                              "pip install 'thresher[tensorboard]'") from None
+        from torch.utils.tensorboard import SummaryWriter  # present: make_tracker checked
+
         self.writer_type = SummaryWriter
         self.folder = Path(uri or "tensorboard") / experiment
         self.run_name = run_name

@@ -14,7 +14,7 @@ from thresher.data.sources import get_source
 from thresher.models import build
 from thresher.runs.config import ConfigError, check_positive
 from thresher.seeding import derive_seed
-from thresher.train.device import DEVICES
+from thresher.train.device import check_device_name
 
 SEED_HELP = ("root random seed (>= 0): every random stream of the run — data order, "
              "initialisation, augmentation, selection — is derived from it")
@@ -31,11 +31,9 @@ class CommonConfig:
     def validate(self) -> None:
         try:
             derive_seed(self.seed)
+            check_device_name(self.device)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if self.device not in DEVICES and not self.device.startswith("cuda:"):
-            raise ConfigError(f"device must be one of {', '.join(DEVICES)} or cuda:N, "
-                              f"got {self.device!r}")
 
 
 @dataclass

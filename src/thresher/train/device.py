@@ -7,10 +7,15 @@ import torch
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
-def choose_device(name: str = "auto") -> torch.device:
-    """``auto`` picks cuda > mps > cpu; an explicit name must be available here."""
+def check_device_name(name: str) -> None:
+    """Refuse a device name that no machine has (availability is `choose_device`'s check)."""
     if name not in DEVICES and not name.startswith("cuda:"):
         raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICES)} or cuda:N")
+
+
+def choose_device(name: str = "auto") -> torch.device:
+    """``auto`` picks cuda > mps > cpu; an explicit name must be available here."""
+    check_device_name(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -40,18 +40,17 @@ def _sgd(groups: list[dict], *, lr: float, momentum: float, nesterov: bool,
                            nesterov=nesterov and momentum > 0)
 
 
-@register_optimizer("adam")
-def _adam(groups: list[dict], *, lr: float, momentum: float, nesterov: bool,
-          betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-          amsgrad: bool = False) -> torch.optim.Optimizer:
-    return torch.optim.Adam(groups, lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad)
+def _adam_family(cls: type[torch.optim.Optimizer]) -> OptimizerFactory:
+    """Adam and AdamW take the same options; they differ in how the groups' decay applies."""
+    def factory(groups: list[dict], *, lr: float, momentum: float, nesterov: bool,
+                betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                amsgrad: bool = False) -> torch.optim.Optimizer:
+        return cls(groups, lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad)
+    return factory
 
 
-@register_optimizer("adamw")
-def _adamw(groups: list[dict], *, lr: float, momentum: float, nesterov: bool,
-           betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-           amsgrad: bool = False) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, amsgrad=amsgrad)
+register_optimizer("adam")(_adam_family(torch.optim.Adam))
+register_optimizer("adamw")(_adam_family(torch.optim.AdamW))
 
 
 def optimizer_options(name: str) -> dict[str, Any]:

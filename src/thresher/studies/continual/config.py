@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from thresher.data.sources import get_source
-from thresher.data.streams import DEFAULT_TASKS, KINDS
+from thresher.data.streams import KINDS
 from thresher.runs.config import ConfigError, check_choice, check_positive, check_range
 from thresher.runs.track import check_tracker
 from thresher.studies.common import StudyConfig, check_dataset_and_model
@@ -47,7 +47,7 @@ class StreamConfig:
 
     @property
     def num_tasks(self) -> int:
-        return DEFAULT_TASKS[self.kind] if self.tasks is None else self.tasks
+        return KINDS[self.kind].default_tasks if self.tasks is None else self.tasks
 
 
 @dataclass

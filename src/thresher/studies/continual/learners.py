@@ -77,21 +77,25 @@ class Learner:
         self.optimizer.step()
 
 
-class ExperienceReplay(Learner):
-    """``er``: each batch is trained together with a batch drawn from a reservoir memory."""
+class _Replaying(Learner):
+    """A learner with an episodic memory, drawing ``sample_size`` samples from it per step."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 memory: ReservoirMemory, replay_batch: int,
+                 memory: ReservoirMemory | TaskRingBuffer | ClusteringMemory, sample_size: int,
                  scheduler: LossSpikeScheduler | None = None) -> None:
         super().__init__(model, optimizer, scheduler)
         self.memory = memory
-        self.replay_batch = replay_batch
+        self.sample_size = sample_size
 
     def memory_size(self) -> int:
         return len(self.memory)
 
+
+class ExperienceReplay(_Replaying):
+    """``er``: each batch is trained together with a batch drawn from a reservoir memory."""
+
     def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        replay = self.memory.sample(self.replay_batch)
+        replay = self.memory.sample(self.sample_size)
         if replay is None:
             loss = self._backward(x, y)
         else:
@@ -101,24 +105,14 @@ class ExperienceReplay(Learner):
         return loss.detach()
 
 
-class _Projected(Learner):
+class _Projected(_Replaying):
     """A-GEM's step: the batch gradient, projected so it does not increase the loss on a batch
     drawn from memory (one batched forward/backward for the reference gradient)."""
 
     gradient_rows = 2  # row 1: the reference gradient
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 memory: TaskRingBuffer | ClusteringMemory, reference_batch: int,
-                 scheduler: LossSpikeScheduler | None = None) -> None:
-        super().__init__(model, optimizer, scheduler)
-        self.memory = memory
-        self.reference_batch = reference_batch
-
-    def memory_size(self) -> int:
-        return len(self.memory)
-
     def _projected_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        reference = self.memory.sample(self.reference_batch)
+        reference = self.memory.sample(self.sample_size)
         if reference is not None:
             self._backward(*reference, row=1)
         loss = self._backward(x, y)
