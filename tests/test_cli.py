@@ -52,13 +52,11 @@ def test_bad_input_fails_before_any_run_is_created(tmp_path, capsys, args, messa
     assert not (tmp_path / "train").exists()
 
 
-def test_a_run_that_fails_midway_is_recorded_as_failed(tmp_path, capsys):
+def test_a_data_error_leaves_no_run_behind(tmp_path, capsys):
     code = main(["train", "--runs-dir", str(tmp_path), "--name", "broken", "--dataset",
                  "imagefolder", "--set", f"dataset_options={{root: {tmp_path / 'nothing'}}}"])
-    assert code == 2
-    summary = json.loads((tmp_path / "train" / "broken" / "summary.json").read_text())
-    assert summary["status"] == "failed" and summary["error"]
-    assert RunStore(tmp_path).get("broken").status == "failed"
+    assert code == 2 and "nothing" in capsys.readouterr().err
+    assert not (tmp_path / "train").exists()
 
 
 def test_runs_list_and_show(tmp_path, capsys):

@@ -202,7 +202,7 @@ def test_cli_run_writes_metrics_curves_and_compare_stats_read_them(tmp_path, cap
     assert all(p["memory"] <= 10 * 3 * 10 for p in ta[0]["curve"])
     assert len(ta[0]["phase_seconds"]) == 2
     joint = [r for r in metrics["runs"] if r["learner"] == "joint"][0]
-    assert len(joint["R"]) == 1 and math.isnan(joint["forgetting"])
+    assert len(joint["R"]) == 1 and joint["forgetting"] is None  # undefined: null in JSON
     assert (run_dir / "curves.png").stat().st_size > 1000
 
     assert continual(tmp_path, "--name", "b", "--learners", "naive", "--stream", "rotation") == 0
@@ -243,3 +243,55 @@ def test_mlflow_local_store_holds_every_learner_and_seed(tmp_path, monkeypatch):
         assert r.data.params["learner"] in ("naive", "ta-agem")
         history = client.get_metric_history(r.info.run_id, "overall_accuracy")
         assert len(history) >= 2 and history[0].step < history[-1].step
+
+
+# --- lite ----------------------------------------------------------------------------------
+
+
+def test_lite_fills_in_only_what_is_left_unset():
+    from thresher.studies.continual.config import LITE_EPOCHS, LITE_LR, LITE_TASKS
+
+    lite = load_config(ContinualConfig, overrides=["lite=true"])
+    assert (lite.num_tasks, lite.train_per_task, lite.test_per_task) == (LITE_TASKS, 1000, 500)
+    assert (lite.effective_fit.epochs, lite.effective_fit.lr) == (LITE_EPOCHS, LITE_LR)
+    assert lite.fit == OnlineFitConfig()  # the config as given is left alone
+    given = load_config(ContinualConfig, overrides=[
+        "lite=true", "stream.tasks=4", "stream.train_per_task=3000", "fit.epochs=2",
+        "fit.lr=0.05"])
+    assert (given.num_tasks, given.train_per_task, given.test_per_task) == (4, 3000, 500)
+    assert (given.effective_fit.epochs, given.effective_fit.lr) == (2, 0.05)
+    paper = load_config(ContinualConfig)
+    assert (paper.num_tasks, paper.train_per_task, paper.test_per_task) == (10, None, None)
+    assert paper.effective_fit == OnlineFitConfig(epochs=1, lr=1e-3)
+
+
+def test_lite_on_digits_learns_and_naive_forgets_what_agem_and_joint_keep():
+    """The quick check must show something: under lite's settings on the built-in digits,
+    fine-tuning forgets the first task while A-GEM and joint training keep most of it."""
+    import dataclasses
+
+    from thresher.data.streams import make_stream
+    from thresher.studies.common import load_data
+
+    cfg = load_config(ContinualConfig, overrides=["lite=true"])
+    cfg = dataclasses.replace(cfg, fit=cfg.effective_fit)
+    torch.set_num_threads(1)
+    train, test = load_data("digits", None, CPU)
+    normalize = Normalize.from_dataset(train)
+    tasks = make_stream("permutation", train, test, cfg.num_tasks, seed=0,
+                        train_per_task=cfg.train_per_task, test_per_task=cfg.test_per_task)
+    joined = ArrayDataset(torch.cat([t.train.images for t in tasks]),
+                          torch.cat([t.train.labels for t in tasks]), train.classes, "joint")
+    result = {}
+    for name, phases in (("naive", [t.train for t in tasks]), ("agem", [t.train for t in tasks]),
+                         ("joint", [joined])):
+        torch.manual_seed(0)
+        model = build("mlp", 10, train.in_shape, widths=[200])
+        learner = build_learner(name, model, cfg, 10, train.in_shape, CPU, 0)
+        result[name] = train_stream(learner, phases, [t.test for t in tasks], cfg.fit,
+                                    normalize, seed=0)
+    assert result["naive"]["R"][0][0] > 0.8  # it learned the first task, then
+    assert result["naive"]["forgetting"] > 0.05  # lost much of it
+    assert result["agem"]["forgetting"] < result["naive"]["forgetting"] - 0.03
+    assert result["naive"]["avg_acc"] < result["agem"]["avg_acc"] - 0.02
+    assert result["naive"]["avg_acc"] < result["joint"]["avg_acc"] - 0.02

@@ -2,6 +2,9 @@
 
 import hashlib
 import os
+import signal
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from thresher.cli import main
 from thresher.data import DataError, load
 from thresher.data.corrupt import (
     BENCHMARK,
@@ -363,3 +367,101 @@ def test_cifar10_c_by_name_is_generated_once_then_cached(tmp_path, monkeypatch):
     again = load("cifar10-c:fog:3", "test")
     assert first.images.shape == (10000, 3, 32, 32) and torch.equal(first.images, again.images)
     assert not torch.equal(first.images, load("cifar10", "test").images)
+
+
+# --- thresher corrupt --out -------------------------------------------------------------------
+
+def corrupt_cli(out: Path, *extra: str) -> int:
+    """`thresher corrupt` on the built-in digits test split (360 8x8 images): well under 1 s."""
+    return main(["corrupt", "--dataset", "digits", "--out", str(out), "--device", "cpu",
+                 "--corruptions", "contrast", "gaussian_noise", "--severities", "1", *extra])
+
+
+@pytest.fixture
+def no_work(monkeypatch):
+    """Fail the test if `thresher corrupt` starts loading or corrupting anything."""
+    import thresher.studies.robustness as robustness
+
+    monkeypatch.setattr(robustness, "load", lambda *a, **k: pytest.fail("loaded the data"))
+    monkeypatch.setattr(robustness, "corrupt_dataset", lambda *a, **k: pytest.fail("corrupted"))
+
+
+def error_line(capsys) -> str:
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_corrupt_refuses_an_unusable_out_before_any_work(tmp_path, no_work, capsys):
+    file = tmp_path / "set.npy"
+    file.write_bytes(b"")
+    assert corrupt_cli(file) == 2
+    assert error_line(capsys) == f"thresher: error: --out {file} is a file; a folder is expected"
+    assert corrupt_cli(file / "sub" / "out") == 2
+    assert error_line(capsys) == (f"thresher: error: --out {file}/sub/out cannot be written: its "
+                                  f"parent {file}/sub cannot be created: {file} is a file")
+    locked = tmp_path / "locked"
+    (locked / "out").mkdir(parents=True)
+    locked.chmod(0o555)
+    (locked / "out").chmod(0o555)
+    try:
+        assert corrupt_cli(locked / "new") == 2
+        assert error_line(capsys) == (f"thresher: error: --out {locked}/new cannot be written: "
+                                      f"its parent {locked} is read-only")
+        assert corrupt_cli(locked / "out") == 2
+        assert error_line(capsys) == f"thresher: error: --out {locked}/out is read-only"
+    finally:
+        (locked / "out").chmod(0o755)
+        locked.chmod(0o755)
+    assert sorted(p.name for p in locked.iterdir()) == ["out"]
+
+
+def test_corrupt_refuses_a_non_empty_out_unless_overwrite(tmp_path, capsys):
+    out = tmp_path / "digits-c"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert corrupt_cli(out) == 2
+    assert error_line(capsys) == (f"thresher: error: --out {out} is not empty (notes.txt); pass "
+                                  f"--overwrite to replace its contents, or choose another folder")
+    assert (out / "notes.txt").read_text() == "mine"
+    assert corrupt_cli(out, "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["contrast.npy", "gaussian_noise.npy",
+                                                     "labels.npy"]
+    assert np.load(out / "contrast.npy").shape == (360, 8, 8, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-c"]  # no staging left
+
+
+def test_an_interrupted_overwrite_keeps_the_old_set_whole(tmp_path, monkeypatch, capsys):
+    import thresher.studies.robustness as robustness
+
+    out = tmp_path / "digits-c"
+    assert corrupt_cli(out) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def interrupted(data, name, *args):  # Ctrl-C once contrast.npy is written, mid-set
+        calls.append(name)
+        if name == "gaussian_noise":
+            raise KeyboardInterrupt
+        return corrupt_dataset(data, name, *args)
+
+    monkeypatch.setattr(robustness, "corrupt_dataset", interrupted)
+    assert main(["corrupt", "--dataset", "digits", "--out", str(out), "--device", "cpu",
+                 "--corruptions", "contrast", "gaussian_noise", "--severities", "5",
+                 "--overwrite"]) == 130
+    assert calls == ["contrast", "gaussian_noise"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not severity 5's contrast
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["digits-c"]
+
+
+def test_a_killed_corrupts_staging_folder_is_removed_by_the_next_run(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    child.send_signal(signal.SIGKILL)
+    child.wait()  # reaped: the pid names no process now
+    dead = tmp_path / f".digits-c.{child.pid}.tmp"
+    dead.mkdir()
+    (dead / "contrast.npy").write_bytes(bytes(1000))
+    live = tmp_path / ".digits-c.1.tmp"  # pid 1 is alive: another run's, left alone
+    live.mkdir()
+    assert corrupt_cli(tmp_path / "digits-c") == 0
+    assert not dead.exists() and live.is_dir()

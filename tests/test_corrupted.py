@@ -76,8 +76,10 @@ def test_absent_files_mean_generated_rows_drawn_for_the_rows_alone(data_dir):
 
 
 def test_source_official_without_files_or_with_other_settings_fails_clearly(data_dir):
-    with pytest.raises(DataError, match=r"no published fog files for cifar10 in the data folder "
-                                        r"\(expected CIFAR-10-C/fog.npy and labels.npy\)"):
+    with pytest.raises(DataError, match=rf"no published fog files for cifar10: {data_dir}/"
+                                        r"CIFAR-10-C/ not found \(expected CIFAR-10-C/fog.npy, "
+                                        r"uint8 \(5 N, H, W, C\) with severities 1-5 stacked, "
+                                        r"beside labels.npy\)"):
         load_corrupted("cifar10", "fog", 1, data_dir=data_dir, source="official",
                        clean=clean_split())
     write_release(data_dir)
@@ -99,3 +101,28 @@ def test_a_corrupted_name_has_its_base_datasets_source(data_dir):
     assert get_source("Fashion-MNIST").name == "fashion_mnist"
     with pytest.raises(DataError, match="unknown corruption 'mist'"):
         get_source("cifar10-c:mist:3")
+
+
+def test_source_official_names_only_the_files_that_are_missing(data_dir):
+    write_release(data_dir)
+    folder = data_dir / "CIFAR-10-C"
+    with pytest.raises(DataError) as e:  # labels.npy is there: only snow.npy is missing
+        load_corrupted("cifar10", "snow", 1, data_dir=data_dir, source="official")
+    assert f"{folder} has no snow.npy (expected CIFAR-10-C/snow.npy" in str(e.value)
+    (folder / "labels.npy").unlink()
+    with pytest.raises(DataError, match=f"{folder} has no snow.npy and no labels.npy"):
+        load_corrupted("cifar10", "snow", 1, data_dir=data_dir, source="official")
+
+
+def test_source_official_on_a_dataset_without_a_release_says_so(data_dir):
+    # the files the old message asked for: still no published release for MNIST
+    folder = data_dir / "mnist-C"
+    folder.mkdir(parents=True)
+    np.save(folder / "fog.npy", np.zeros((5, 28, 28, 1), dtype=np.uint8))
+    np.save(folder / "labels.npy", np.zeros(5, dtype=np.uint8))
+    with pytest.raises(DataError) as e:
+        load_corrupted("mnist", "fog", 1, data_dir=data_dir, source="official")
+    message = str(e.value)
+    assert message.startswith("no published fog files for mnist: only cifar10 (CIFAR-10-C/), "
+                              "cifar100 (CIFAR-100-C/) have a published corrupted release")
+    assert "mnist-C" not in message and "use source 'generated'" in message

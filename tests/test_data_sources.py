@@ -9,8 +9,12 @@ import gzip
 import hashlib
 import os
 import pickle
+import signal
 import struct
+import subprocess
+import sys
 import tarfile
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -382,3 +386,97 @@ def test_real_cifar10_jpeg():
     assert train.class_counts().tolist() == [5000] * 10
     assert test.class_counts().tolist() == [1000] * 10
     assert train.classes == CIFAR10
+
+
+# --- ImageFolder splits must agree on their classes ------------------------------------------
+
+def test_image_folder_refuses_a_class_in_one_split_only(folder, tmp_path):
+    write_png(folder / "test" / "yak" / "0.png", np.zeros((4, 5), dtype=np.uint8))
+    archive = make_tar(folder, tmp_path / "images.tar.gz")
+    for root in (folder, archive):
+        for split in ("train", "test"):  # either split: label indices would disagree
+            with pytest.raises(DataError, match=rf"ImageFolder {root}: class 'yak' is in test/ "
+                                                r"but not train/; both splits need the same "
+                                                r"class folders"):
+                read_image_folder(root, split)
+
+
+def test_image_folder_names_every_class_missing_from_test(folder):
+    for name in ("bee", "cat"):
+        write_png(folder / "train" / name / "0.png", np.zeros((4, 5), dtype=np.uint8))
+    (folder / "test" / "dog").mkdir()  # an empty class folder holds no class
+    with pytest.raises(DataError, match=r"classes 'bee', 'cat' are in train/ but not test/"):
+        read_image_folder(folder, "train")
+
+
+def test_cifar_jpeg_archive_with_a_class_missing_from_train_is_refused(tiny_cifar, data_dir,
+                                                                     tmp_path):
+    folder = tmp_path / "tiny"
+    for png in (folder / "train" / "truck").iterdir():
+        png.unlink()
+    (folder / "train" / "truck").rmdir()
+    make_tar(folder, tiny_cifar)
+    (data_dir / "SHA256SUMS").unlink()
+    with pytest.raises(DataError, match="class 'truck' is in test/ but not train/"):
+        load("cifar10", "test", data_dir=data_dir, download=False)
+
+
+# --- temporary files of killed writers -------------------------------------------------------
+
+def killed_writer(folder: Path, name: str) -> Path:
+    """The temporary file ``.<name>.<pid>.<suffix>`` of a real process killed with SIGKILL while
+    it was writing, so none of its cleanup ran; the process is reaped, so its pid is free."""
+    script = ("import os, pathlib, sys, time\n"
+              "path = pathlib.Path(sys.argv[1]) / sys.argv[2].format(pid=os.getpid())\n"
+              "path.write_bytes(bytes(1 << 16))\n"
+              "time.sleep(120)\n")
+    child = subprocess.Popen([sys.executable, "-c", script, str(folder), name])
+    path = folder / name.format(pid=child.pid)
+    try:
+        while not path.exists() or path.stat().st_size < 1 << 16:
+            assert child.poll() is None, "the writer exited before it was killed"
+            time.sleep(0.01)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert child.returncode == -signal.SIGKILL and path.exists()
+    return path
+
+
+def test_cache_writes_and_listings_remove_a_killed_writers_temporary_files(folder, data_dir):
+    cache_folder = data_dir / ".thresher_cache"
+    cache_folder.mkdir()
+    orphan = killed_writer(cache_folder, ".imagefolder-train-0123.images.npy.{pid}.tmp")
+    live = cache_folder / f".imagefolder-test-0123.json.{os.getpid()}.tmp"  # a live writer's
+    live.write_bytes(b"being written")
+    stale = cache_folder / f".imagefolder-test-4567.json.{os.getpid()}.tmp"
+    stale.write_bytes(b"a day old")
+    day_ago = time.time() - cache.ORPHAN_AGE - 60
+    os.utime(stale, (day_ago, day_ago))  # a reused pid: the age still tells
+    not_ours = cache_folder / ".notes.tmp"  # no pid in the name: never touched
+    not_ours.write_bytes(b"")
+    load("imagefolder", data_dir=data_dir, root=str(folder))  # a miss: writes an entry
+    assert not orphan.exists() and not stale.exists()
+    assert live.exists() and not_ours.exists()
+    assert any(cache_folder.glob("imagefolder-train-*.json"))
+
+    orphan = cache_folder / orphan.name.replace("0123", "8901")  # the same dead pid
+    orphan.write_bytes(b"")
+    list_datasets(data_dir)  # listings clean too
+    assert not orphan.exists() and live.exists()
+
+
+def test_a_download_removes_partial_files_of_killed_downloads(data_dir, monkeypatch):
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    orphan = killed_writer(raw, ".t10k-images-idx3-ubyte.gz.{pid}.part")
+    live = raw / f".train-images-idx3-ubyte.gz.{os.getpid()}.part"
+    live.write_bytes(b"being downloaded")
+
+    def offline(url, timeout=None):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(DataError, match="download failed"):
+        load("mnist", "test", data_dir)
+    assert not orphan.exists() and live.exists()

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 
@@ -226,3 +226,66 @@ def test_flatten_enters_every_mapping_or_only_the_sections_asked_for():
     assert flatten(tree, descend=lambda key: key.startswith("fit")) == {
         "fit.lr": 0.1, "fit.sched.warmup": 1, "model_options": {"widths": [8]},
         "dataset_options": {}}
+
+
+@dataclass
+class Watched:
+    """Records whether validate() ran, to show a value is refused before it."""
+
+    lr: float = 0.1
+    model_options: dict[str, Any] = field(default_factory=dict)
+    widths: list[float] = field(default_factory=list)
+    fit: Fit = field(default_factory=Fit)
+    validated: list[str] = field(default_factory=list)
+
+    def validate(self) -> None:
+        self.validated.append("root")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("fit.lr=nan", "fit.lr = nan: must be a finite number"),
+    ("fit.lr=inf", "fit.lr = inf: must be a finite number"),
+    ("fit.lr=-inf", "fit.lr = -inf: must be a finite number"),
+    ("lr=1e999", "lr = inf: must be a finite number"),  # overflows to inf
+    ("widths=0.5,nan", r"widths\[1\] = nan: must be a finite number"),
+    ("model_options={depth: 2, scale: .inf}", "model_options.scale = inf: must be"),
+    ("model_options={a: {b: [1, -.inf]}}", r"model_options.a.b\[1\] = -inf: must be"),
+])
+def test_non_finite_numbers_are_refused_even_without_validation(override, message):
+    # check_positive("lr", nan) would pass (nan < 0 is False), so this is the only guard
+    for validate in (True, False):  # validate=False is --print-config
+        with pytest.raises(ConfigError, match=message):
+            load_config(Watched, overrides=[override], validate=validate)
+
+
+def test_non_finite_yaml_values_name_the_key_and_file_before_validate(tmp_path):
+    for text, message in (("fit:\n  lr: .nan\n", "fit.lr = nan"),
+                          ("lr: -.inf\n", "lr = -inf"),
+                          ("model_options:\n  lr: [0.1, .NaN]\n", r"model_options.lr\[1\] = nan")):
+        path = write(tmp_path, text)
+        with pytest.raises(ConfigError, match=f"{message}: must be a finite number "
+                                              f"\\(in {path}\\)"):
+            load_config(Watched, path)
+    assert load_config(Watched, write(tmp_path, "lr: 1.0e+3\n")).validated == ["root"]
+
+
+def test_duplicate_yaml_keys_are_refused_at_any_depth(tmp_path):
+    path = write(tmp_path, "fit:\n  lr: 0.5\nseed: 1\nfit:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=f"config file {path}, line 4: duplicate key 'fit' "
+                                          r"\(first at line 1\)"):
+        load_config(Study, path, validate=False)  # --print-config refuses it too
+    path = write(tmp_path, "seed: 2\nfit:\n  lr: 0.5\n  epochs: 2\n  lr: 0.1\n")
+    with pytest.raises(ConfigError, match=r"line 5: duplicate key 'lr' \(first at line 3\)"):
+        load_config(Study, path)
+    path = write(tmp_path, "model_options: {depth: 2, depth: 3}\n")
+    with pytest.raises(ConfigError, match=r"line 1: duplicate key 'depth'"):
+        load_config(Watched, path)
+    with pytest.raises(ConfigError, match=r"config key 'model_options': duplicate key 'a'"):
+        load_config(Watched, overrides=["model_options={a: 1, a: 2}"])
+
+
+def test_yaml_merge_keys_still_override_on_purpose(tmp_path):
+    path = write(tmp_path, "model_options:\n  base: &b {depth: 2, width: 8}\n"
+                           "  net:\n    <<: *b\n    depth: 4\n")
+    net = load_config(Watched, path).model_options["net"]
+    assert net == {"depth": 4, "width": 8}

@@ -19,6 +19,7 @@ from thresher.runs.store import (
     DIFF_FILE,
     RunLookupError,
     RunStore,
+    StoreError,
     atomic_path,
     atomic_write,
     git_commit,
@@ -77,7 +78,7 @@ def test_completed_run_has_seam_fields_and_db_row(tmp_path):
     with store.start("active", Cfg(), name="demo", device="cpu") as run:
         assert (run.dir / "config.yaml").is_file()  # written before any work
         assert db_row(store, "active/demo")["status"] == "running"
-        assert not run.path("summary.json").exists()
+        assert summary_of(run)["status"] == "running"  # the folder alone tells what it is
         run.metrics = {"acc": np.float32(0.75), "curve": torch.tensor([1.0, 2.0]), "n": np.int64(3)}
     assert run.dir == tmp_path / "active" / "demo"
     summary = summary_of(run)
@@ -94,7 +95,7 @@ def test_completed_run_has_seam_fields_and_db_row(tmp_path):
     row = db_row(store, "active/demo")
     assert row["status"] == "completed" and row["seed"] == 3
     assert json.loads(row["metrics_json"])["acc"] == 0.75
-    assert Path(row["path"]) == run.dir.resolve()
+    assert "path" not in row  # a run lives at <root>/<study>/<name>: the folder can move
 
 
 def test_git_commit_is_real_or_none(tmp_path):
@@ -171,14 +172,18 @@ def test_keyboard_interrupt_is_recorded_and_reraised(tmp_path):
     assert db_row(store, "s/stopped")["status"] == "interrupted"
 
 
-def test_name_collisions_get_suffixes(tmp_path):
+def test_a_taken_name_resumes_the_same_config_and_refuses_another(tmp_path):
     store = RunStore(tmp_path)
-    names = []
-    for _ in range(3):
-        with store.start("s", {}, name="same") as run:
-            names.append(run.name)
-    assert names == ["same", "same-1", "same-2"]
-    assert len(store.list()) == 3
+    with store.start("s", {"lr": 0.1}, name="same") as run:
+        run.unit("seed0", lambda: {"acc": 0.5})
+    calls = []
+    with store.start("s", {"lr": 0.1}, name="same") as again:
+        value = again.unit("seed0", lambda: calls.append(1) or {"acc": 0.9})
+    assert value == {"acc": 0.5} and calls == []  # read back, not recomputed
+    assert again.dir == run.dir and summary_of(again)["attempt"] == 2
+    with pytest.raises(StoreError, match=r"different config \(lr: 0.1 -> 0.2\)"):
+        store.start("s", {"lr": 0.2}, name="same")
+    assert len(store.list()) == 1
 
 
 def test_default_names_are_unique_timestamps(tmp_path):
@@ -215,8 +220,8 @@ def test_artifacts(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert json.loads(run.path("scores.json").read_text()) == {"x": [0, 1, 2]}
     assert torch.equal(torch.load(run.path("state.pt"))["w"], torch.ones(2))
-    leftovers = [p for p in run.dir.rglob(".*")]
-    assert leftovers == []
+    leftovers = [p.name for p in run.dir.rglob(".*")]
+    assert leftovers == [".lock"]  # no temporary files
 
 
 def make_runs(store: RunStore) -> None:
@@ -257,13 +262,18 @@ def test_get_directory_from_another_store(tmp_path):
     assert record.id == "active/a" and record.metrics["acc"] == 0.9
 
 
-def test_crashed_run_without_summary_shows_db_status(tmp_path):
+def test_a_run_whose_process_is_gone_shows_as_died(tmp_path):
     store = RunStore(tmp_path)
-    run = store.start("s", {}, name="killed")  # never finished: the process "died"
-    record = store.get("killed")
-    assert record.status == "running" and record.summary() is None
-    assert store.get(run.dir).status == "running"
-    assert "no summary.json" in runs_show(store, "killed")
+    alive = store.start("s", {}, name="alive")  # this process: still going
+    assert store.get("alive").status == "running"
+    code = ("import os, sys; from thresher.runs.store import RunStore; "
+            "RunStore(sys.argv[1]).start('s', {}, name='killed'); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True)
+    assert store.get("killed").status == "died"
+    assert store.get(tmp_path / "s" / "killed").status == "died"
+    assert [r.id for r in store.list(status="died")] == ["s/killed"]
+    assert "--resume s/killed" in runs_show(store, "killed")
+    alive.finish()
 
 
 def test_commands(tmp_path):

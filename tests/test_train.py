@@ -1,6 +1,10 @@
 """Training engine: fit, evaluate, predict, schedules."""
 
+import logging
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -10,6 +14,7 @@ from torch import nn
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.train import (
+    Diverged,
     FitConfig,
     LossSpikeScheduler,
     build_optimizer,
@@ -21,6 +26,7 @@ from thresher.train import (
     param_groups,
     predict,
     set_seed,
+    set_threads,
 )
 
 
@@ -310,3 +316,78 @@ def test_float_features_train_through_the_same_loop_untouched():
     assert evaluate(probe, data, normalize=None)["accuracy"] > 0.9
     with pytest.raises(ValueError, match="holds float features: use augment 'none'"):
         fit(probe, data, quick(augment="standard"), device=torch.device("cpu"))
+
+
+class BlowsUpInEval(TinyNet):
+    """Finite logits while training, infinite ones in eval mode: only validation diverges."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        return out if self.training else out * math.inf
+
+
+def test_a_diverging_fit_stops_naming_the_epoch_the_loss_and_the_fix():
+    set_seed(0)
+    epochs_seen = []
+    with pytest.raises(Diverged, match=r"epoch 1: train_loss=nan \(fit.lr=1e\+06\); lower "
+                                       r"fit.lr or set fit.nonfinite=warn"):
+        fit(TinyNet(), blobs(), quick(lr=1e6, epochs=3), on_epoch=epochs_seen.append)
+    assert epochs_seen == []  # no row of a diverged epoch reaches the hooks
+    assert issubclass(Diverged, RuntimeError)
+    set_seed(0)
+    with pytest.raises(Diverged, match="epoch 2: val_loss=nan"):
+        fit(BlowsUpInEval(), blobs(), quick(epochs=3, eval_every=2), val=blobs(60, 1))
+
+
+def test_nonfinite_warn_carries_on_and_warns_once_and_a_sane_fit_does_neither(caplog):
+    set_seed(0)
+    with caplog.at_level(logging.WARNING, logger="thresher.train.engine"):
+        result = fit(TinyNet(), blobs(), quick(lr=1e6, epochs=3, nonfinite="warn"),
+                     val=blobs(60, 1))
+    assert len(result.history) == 3 and all(math.isnan(r["train_loss"]) for r in result.history)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "diverged at epoch 1: train_loss=nan" in warnings[0].message
+    caplog.clear()
+    set_seed(0)
+    with caplog.at_level(logging.WARNING, logger="thresher.train.engine"):
+        result = fit(TinyNet(), blobs(), quick(), val=blobs(60, 1))
+    assert caplog.records == [] and len(result.history) == 8
+    assert all(math.isfinite(r["train_loss"]) and math.isfinite(r["val_loss"])
+               for r in result.history)
+    with pytest.raises(ValueError, match="fit.nonfinite must be one of 'stop', 'warn', got "
+                                         "'wran'; did you mean 'warn'"):
+        quick(nonfinite="wran").validate()
+
+
+def test_set_threads_sets_the_count_and_zero_means_one_per_usable_core():
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        assert set_threads(1) == 1 == torch.get_num_threads()
+        assert set_threads(0) == cores == torch.get_num_threads()
+        with pytest.raises(ValueError, match="threads must be >= 0"):
+            set_threads(-1)
+    finally:
+        torch.set_num_threads(before)
+
+
+def wait_policy_in_fresh_python(env_policy: str | None) -> str:
+    """What `set_wait_policy` reports in a fresh interpreter, and that it loaded no torch."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_policy is not None:
+        env["OMP_WAIT_POLICY"] = env_policy
+    code = ("import os, sys; from thresher.threads import set_wait_policy; "
+            "p = set_wait_policy(); assert 'torch' not in sys.modules, 'torch loaded'; "
+            "print(p, os.environ['OMP_WAIT_POLICY'])")
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def test_wait_policy_is_set_before_torch_loads_unless_the_user_chose_one(monkeypatch):
+    from thresher.threads import set_wait_policy
+
+    assert wait_policy_in_fresh_python(None) == "PASSIVE PASSIVE"
+    assert wait_policy_in_fresh_python("ACTIVE") == "ACTIVE ACTIVE"
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert set_wait_policy() is None  # torch is loaded here: too late for this process
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # still inherited by subprocesses

@@ -15,16 +15,30 @@ import threading
 from collections.abc import Sequence
 from types import FrameType
 
-from thresher.data import DataError
-from thresher.runs.config import ConfigError, dump_yaml, load_config
-from thresher.runs.store import RunLookupError, RunStore, read_results
-from thresher.studies import Command, Study, load_builtin
-from thresher.studies.common import SEED_HELP
+from thresher.threads import set_wait_policy
 
+set_wait_policy()  # before anything loads torch: see thresher.threads
+
+from thresher.data import DataError  # noqa: E402
+from thresher.runs.config import ConfigError, dump_yaml, load_config  # noqa: E402
+from thresher.runs.store import CONFIG_FILE, RunLookupError, RunStore, read_results  # noqa: E402
+from thresher.studies import Command, Study, load_builtin  # noqa: E402
+from thresher.studies.common import SEED_HELP, THREADS_HELP  # noqa: E402
+from thresher.train import Diverged, set_threads  # noqa: E402
+
+RUNS_ACTIONS = {
+    "list": "newest runs first",
+    "show": "one run in full",
+    "compare": "runs side by side",
+    "delete": "remove runs, folders and index rows together",
+    "gc": "drop index rows of vanished folders and leftover temporary files",
+    "reindex": "rebuild the index from the run folders",
+}
 COMMON_FLAGS = (
     ("--seed", "seed", SEED_HELP),
     ("--device", "device", "auto, cpu, cuda, cuda:N or mps (auto: cuda > mps > cpu)"),
     ("--data-dir", "data_dir", "data folder (default: $THRESHER_DATA, else ./data)"),
+    ("--threads", "threads", THREADS_HELP),
 )
 
 
@@ -33,7 +47,11 @@ def _add_study(sub: argparse._SubParsersAction, study: Study) -> None:
     p.add_argument("--config", help="YAML file of config values")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set fit.lr=0.1")
-    p.add_argument("--name", help="run name (default: timestamp + random suffix)")
+    p.add_argument("--name", help="run name (default: timestamp + random suffix); the name of "
+                   "an unfinished run with the same config resumes it")
+    p.add_argument("--resume", metavar="RUN",
+                   help="continue an unfinished run (id, name or folder) with its own config, "
+                   "keeping every unit of work it finished")
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.add_argument("--print-config", action="store_true",
                    help="print the merged config as YAML and exit")
@@ -75,14 +93,37 @@ def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
 
 
 def _run_study(study: Study, args: argparse.Namespace) -> int:
-    cfg = load_config(study.config, args.config, _shortcut_overrides(args) + args.overrides,
-                      validate=not args.print_config)
+    """Config, then every check that needs no run (the store, the data), then the run."""
+    store = RunStore(args.runs_dir)
+    overrides = _shortcut_overrides(args) + args.overrides
+    config_file, name = args.config, args.name
+    if args.resume is not None:
+        given = [f"--config {args.config}"] * bool(args.config) + [f"--name {args.name}"] * \
+            bool(args.name) + overrides
+        if given:
+            raise ConfigError(f"--resume continues a run with its own config; drop "
+                              f"{', '.join(given)}")
+        record = store.get(args.resume)
+        if record.study != study.name:
+            raise ConfigError(f"run {record.id} is a {record.study} run, not {study.name}")
+        config_file, name = str(record.path / CONFIG_FILE), record.name
+    cfg = load_config(study.config, config_file, overrides, validate=not args.print_config)
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    store = RunStore(args.runs_dir)
-    with store.start(study.name, cfg, name=args.name, seed=getattr(cfg, "seed", None)) as run:
-        run.metrics = study.run(cfg, run)
+    store.check_writable()
+    if hasattr(cfg, "threads"):
+        set_threads(cfg.threads)
+    prepared = study.prepare(cfg, store)
+    run = store.start(study.name, cfg, name=name, seed=getattr(cfg, "seed", None))
+    try:
+        with run:
+            run.metrics = study.run(cfg, run, prepared)
+    except (KeyboardInterrupt, OSError):
+        done = len(run.units.keys())
+        print(f"thresher: run {run.id} stopped with {done} unit(s) of work kept in {run.dir}; "
+              f"`thresher {study.name} --resume {run.id}` continues it", file=sys.stderr)
+        raise
     results = read_results(run.dir)
     if results is not None:
         print(results, end="")
@@ -112,15 +153,22 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from thresher.runs.commands import runs_compare, runs_list, runs_show
+    from thresher.runs import commands
 
     store = RunStore(args.runs_dir)
     if args.action == "list":
-        print(runs_list(store, study=args.study, status=args.status, limit=args.limit))
+        print(commands.runs_list(store, study=args.study, status=args.status, limit=args.limit))
     elif args.action == "show":
-        print(runs_show(store, args.refs[0]))
+        print(commands.runs_show(store, args.refs[0]))
+    elif args.action == "compare":
+        print(commands.runs_compare(store, args.refs))
+    elif args.action == "delete":
+        print(commands.runs_delete(store, args.refs, force=args.force))
+    elif args.action == "gc":
+        statuses = tuple(s for s in (args.status or "").split(",") if s)
+        print(commands.runs_gc(store, statuses, dry_run=args.dry_run))
     else:
-        print(runs_compare(store, args.refs))
+        print(commands.runs_reindex(store))
     return 0
 
 
@@ -135,12 +183,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_datasets)
     sub.add_parser("models", help="list models").set_defaults(handler=_models)
 
-    p = sub.add_parser("runs", help="inspect the results store")
-    p.add_argument("action", choices=("list", "show", "compare"))
+    p = sub.add_parser("runs", help="inspect and tidy the results store")
+    p.add_argument("action", choices=RUNS_ACTIONS, metavar="ACTION",
+                   help="; ".join(f"{k}: {v}" for k, v in RUNS_ACTIONS.items()))
     p.add_argument("refs", nargs="*", help="run ids (study/name), names or run directories")
     p.add_argument("--study", help="only runs of this study (list)")
-    p.add_argument("--status", help="only runs with this status (list)")
+    p.add_argument("--status", help="only runs with this status (list); gc: also delete runs "
+                   "with these statuses, comma-separated (e.g. failed,died)")
     p.add_argument("--limit", type=int, default=20, help="at most this many rows (list)")
+    p.add_argument("--force", action="store_true", help="delete: also runs still going")
+    p.add_argument("--dry-run", action="store_true", help="gc: only say what would go")
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.set_defaults(handler=_runs)
 
@@ -171,7 +223,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "runs" and args.action in ("show", "compare") and not args.refs:
+    if args.command == "runs" and args.action in ("show", "compare", "delete") and \
+            not args.refs:
         parser.error(f"runs {args.action} needs at least one run reference")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(message)s")
@@ -186,8 +239,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, DataError, RunLookupError, ValueError, FileNotFoundError) as e:
         print(f"thresher: error: {e}", file=sys.stderr)
         return 2
+    except Diverged as e:
+        print(f"thresher: error: {e} (the run is recorded as diverged)", file=sys.stderr)
+        return 3
+    except OSError as e:  # a full or read-only disk mid-run, a lost mount
+        print(f"thresher: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt as e:
-        print("thresher: interrupted (the run is recorded as interrupted)", file=sys.stderr)
+        print("thresher: interrupted", file=sys.stderr)
         return 143 if isinstance(e, Terminated) else 130
     finally:
         if in_main_thread:

@@ -3,8 +3,9 @@
 An entry is keyed by dataset, split, options and the identity (path, size, mtime) of its source
 files, so replacing a source file starts a new entry. Every file is written under a temporary
 name and renamed into place, and a JSON sidecar with the expected shapes and CRC-32s is written
-last: an entry without its sidecar, or whose arrays disagree with it, is rebuilt. The same
-folder remembers which data files already passed their checksum.
+last: an entry without its sidecar, or whose arrays disagree with it, is rebuilt. A temporary
+file left by a killed writer is removed by the next write or listing. The same folder remembers
+which data files already passed their checksum.
 """
 
 from __future__ import annotations
@@ -13,22 +14,55 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import time
 import zlib
 from pathlib import Path
 
 import numpy as np
 
+from thresher.data.formats import DataError
+
 log = logging.getLogger(__name__)
 VERSION = 1  # bump when a reader changes what it returns, to orphan old entries
+ORPHAN_AGE = 24 * 3600  # seconds: a temporary file this old is a dead writer's, whatever its pid
 
 
 def cache_dir(data_dir: Path) -> Path:
-    """``THRESHER_CACHE``, else ``<data_dir>/.thresher_cache`` if writable, else the user cache."""
+    """``THRESHER_CACHE``, else ``<data_dir>/.thresher_cache`` if writable, else the user cache.
+
+    A folder that is (or lies under) a file, or is read-only, is refused here with a DataError
+    naming it: every later use would fail on it, as a traceback or as a decode on every load.
+    """
     if os.environ.get("THRESHER_CACHE"):
-        return Path(os.environ["THRESHER_CACHE"]).expanduser()
-    if data_dir.is_dir() and writable(data_dir):
-        return data_dir / ".thresher_cache"
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "thresher"
+        folder, origin = Path(os.environ["THRESHER_CACHE"]).expanduser(), "THRESHER_CACHE"
+    elif data_dir.is_dir() and writable(data_dir):
+        folder, origin = data_dir / ".thresher_cache", "the data folder's cache"
+    else:
+        folder = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "thresher"
+        origin = "the user cache, as the data folder is absent or read-only"
+    problem = why_unwritable(folder)
+    if problem:
+        raise DataError(f"cache folder {folder} ({origin}) {problem}; point THRESHER_CACHE at a "
+                        f"writable folder")
+    return folder
+
+
+def why_unwritable(folder: Path) -> str | None:
+    """Why files cannot be written in ``folder`` (created if need be), or None if they can:
+    "is a file", "is read-only", "cannot be created: <ancestor> is a file", ..."""
+    try:
+        existing = folder
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            return "is a file" if existing == folder else f"cannot be created: {existing} is a file"
+        if not writable(existing):
+            return "is read-only" if existing == folder else \
+                f"cannot be created: {existing} is read-only"
+    except OSError as e:  # e.g. a parent folder this user may not enter
+        return f"cannot be reached ({e})"
+    return None
 
 
 def writable(folder: Path) -> bool:
@@ -88,6 +122,7 @@ def put(stem: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) 
     info = {"images": _describe(images), "labels": _describe(labels), "classes": list(classes)}
     try:
         stem.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphans(stem.parent, ".tmp")
         for suffix, array in ((".images.npy", images), (".labels.npy", labels)):
             _atomic_write(Path(f"{stem}{suffix}"), lambda f, a=array: np.save(f, a))
         _atomic_write(Path(f"{stem}.json"), lambda f: f.write(json.dumps(info).encode()))
@@ -97,7 +132,59 @@ def put(stem: Path, images: np.ndarray, labels: np.ndarray, classes: list[str]) 
 
 def has_entries(cache: Path, name: str) -> bool:
     """Whether any split of ``name`` has a complete entry."""
-    return cache.is_dir() and any(cache.glob(f"{name}-*.json"))
+    if not cache.is_dir():
+        return False
+    remove_orphans(cache, ".tmp")
+    return any(cache.glob(f"{name}-*.json"))
+
+
+def remove_orphans(folder: Path, suffix: str, prefix: str = ".") -> list[Path]:
+    """Remove ``<prefix>...<pid><suffix>`` files (or folders) in ``folder`` whose writer is gone.
+
+    Writers name their temporary files after their pid, so a killed one (``kill -9``, power
+    loss) leaves a file no one will finish or remove, up to tens of MB each. Gone means no
+    process with that pid on this machine, or an mtime over `ORPHAN_AGE` ago (a reused pid, or
+    a writer on another machine sharing the folder). Returns what was removed.
+    """
+    removed = []
+    try:
+        candidates = [p for p in folder.iterdir()
+                      if p.name.startswith(prefix) and p.name.endswith(suffix)]
+    except OSError:  # absent or unreadable: nothing to clean
+        return removed
+    now = time.time()
+    for path in candidates:
+        pid = path.name[:-len(suffix)].rpartition(".")[2]
+        if not pid.isdigit():
+            continue  # not a name a writer here gives
+        try:
+            if _alive(int(pid)) and now - path.lstat().st_mtime < ORPHAN_AGE:
+                continue
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        except OSError as e:  # removed meanwhile, or not ours to remove
+            log.debug("could not remove orphan %s: %s", path, e)
+            continue
+        log.info("removed %s, left by a writer that is gone", path)
+        removed.append(path)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (signal 0 only checks)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except (OverflowError, OSError):  # not a pid this system can have
+        return False
+    return True
 
 
 def _atomic_write(path: Path, write) -> None:

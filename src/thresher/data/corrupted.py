@@ -5,11 +5,16 @@ The releases (and `thresher corrupt`) store ``<corruption>.npy`` as uint8 ``(5 N
 severities 1-5 stacked, beside ``labels.npy``, in ``CIFAR-10-C/`` (``CIFAR-100-C/``) of the data
 folder. They hold what the ``cifar`` preset at seed 0 makes of the test split, so for exactly
 those settings they stand in for generated rows; otherwise the split is generated from its base
-dataset (`thresher.data.corrupt`) and cached like any decoded split.
+dataset (`thresher.data.corrupt`) and cached like any decoded split. `release_folder` is where
+`thresher corrupt` writes a set in that layout.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,9 +68,7 @@ def load_corrupted(base: str, corruption: str, severity: int, split: str = "test
             raise DataError(f"source 'official' means the published files: the test split with "
                             f"preset 'cifar' at seed 0 and no dataset options; got split "
                             f"{split!r}, preset {spec.name!r}, seed {seed}, options {options}")
-        folder = OFFICIAL_FOLDERS.get(base.lower(), base + "-C")
-        raise DataError(f"no published {corruption} files for {base} in the data folder "
-                        f"(expected {folder}/{corruption}.npy and labels.npy)")
+        raise _no_official_files(base, corruption, data_dir)
     if clean is None and rows is None:
         out = _generated_and_cached(base, corruption, severity, split, data_dir, download, spec,
                                     seed, options)
@@ -113,6 +116,21 @@ def official_split(base: str, corruption: str, severity: int,
     return ArrayDataset(x, y, list(classes), f"{base.lower()}-c:{corruption}:{severity}", meta)
 
 
+def _no_official_files(base: str, corruption: str, data_dir: str | Path | None) -> DataError:
+    """What `official_split` found missing, by full path, and the layout it reads."""
+    start = f"no published {corruption} files for {base}"
+    if base.lower() not in OFFICIAL_FOLDERS:  # it never looks in the data folder for these
+        known = ", ".join(f"{b} ({f}/)" for b, f in OFFICIAL_FOLDERS.items())
+        return DataError(f"{start}: only {known} have a published corrupted release; use "
+                         f"source 'generated' (or 'auto') to generate the split")
+    folder = resolve_data_dir(data_dir) / OFFICIAL_FOLDERS[base.lower()]
+    wanted = [f for f in (f"{corruption}.npy", "labels.npy") if not (folder / f).is_file()]
+    missing = f"{folder}/ not found" if not folder.is_dir() else \
+        f"{folder} has no {' and no '.join(wanted)}"
+    return DataError(f"{start}: {missing} (expected {folder.name}/{corruption}.npy, uint8 "
+                     f"(5 N, H, W, C) with severities 1-5 stacked, beside labels.npy)")
+
+
 def _generated_and_cached(base: str, corruption: str, severity: int, split: str,
                           data_dir: str | Path | None, download: bool, spec: Preset, seed: int,
                           options: dict) -> ArrayDataset:
@@ -132,3 +150,69 @@ def _generated_and_cached(base: str, corruption: str, severity: int, split: str,
     out = corrupt_dataset(clean, corruption, severity, spec, seed)
     cache.put(stem, out.images.cpu().numpy(), out.labels.cpu().numpy(), out.classes)
     return out
+
+
+def check_release_folder(out: str | Path, overwrite: bool = False) -> Path:
+    """``out`` as an absolute path with symlinks resolved, once it is known that a set can be
+    written there: not a file, not a non-empty folder unless ``overwrite``, writable or
+    creatable. `thresher corrupt` asks before its work, not after an hour of it."""
+    given, out = out, Path(out).expanduser().resolve()
+    if out.exists():
+        if not out.is_dir():
+            raise ValueError(f"--out {given} is a file; a folder is expected")
+        present = sorted(p.name for p in out.iterdir())
+        if present and not overwrite:
+            more = " ..." if len(present) > 3 else ""
+            raise ValueError(f"--out {given} is not empty ({', '.join(present[:3])}{more}); pass "
+                             f"--overwrite to replace its contents, or choose another folder")
+        if not cache.writable(out):
+            raise ValueError(f"--out {given} is read-only")
+    problem = cache.why_unwritable(out.parent)
+    if problem:
+        raise ValueError(f"--out {given} cannot be written: its parent {out.parent} {problem}")
+    return out
+
+
+@contextmanager
+def release_folder(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield an empty folder beside ``out`` to write a whole set into; when the block ends it
+    takes ``out``'s place, and only then is an old ``out`` (``overwrite``) removed.
+
+    An interruption thus leaves the old set or the new one, never a mix. The staging folder is
+    ``.<out>.<pid>.tmp`` in the same parent (a rename, not a copy); one left by a killed process
+    is removed by the next call.
+    """
+    out = check_release_folder(out, overwrite)
+    prefix = f".{out.name}."
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {out} cannot be written: {e}") from e
+    for suffix in (".tmp", ".old"):
+        cache.remove_orphans(out.parent, suffix, prefix)
+    stage = out.with_name(f"{prefix}{os.getpid()}.tmp")
+    shutil.rmtree(stage, ignore_errors=True)  # this pid's: no live writer but us
+    stage.mkdir()
+    try:
+        yield stage
+        _swap_in(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _swap_in(stage: Path, out: Path) -> None:
+    """Rename ``stage`` to ``out``; an existing ``out`` is moved aside first and removed after,
+    or put back if the swap does not complete."""
+    if not out.exists():
+        stage.rename(out)
+        return
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    out.rename(old)
+    try:
+        stage.rename(out)
+    except BaseException:  # also Ctrl-C between the two renames
+        if not out.exists():
+            old.rename(out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -111,10 +111,12 @@ def fetch(remote: Remote, data_dir: Path) -> Path:
     """Download ``remote`` into the data folder, trying its mirrors in order.
 
     Folders are only created once a mirror answers, so an offline attempt leaves nothing behind.
+    Partial downloads of killed processes (``.<name>.<pid>.part``) in that folder are removed.
     """
     dest = data_dir / remote.path
     if not cache.writable(dest.parent):
         raise DataError(f"cannot download into {dest.parent}: not writable")
+    cache.remove_orphans(dest.parent, ".part")
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
     errors = []
     for url in remote.urls:

@@ -127,11 +127,12 @@ def read_image_folder(root: str | Path, split: str, size: int | None = None,
                       channels: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Images under ``<split>/<class>/`` of a folder or tar archive as uint8 NCHW, labels, classes.
 
-    Classes are the sorted class folders of ``train/``, ``test/`` and ``split/`` together
-    (torchvision sorts the same way), so the splits agree on label indices even if one lacks a
-    class. Archive members are read straight from the tarfile, nothing is extracted. ``size``
-    resizes to ``size x size``; ``channels`` (1 or 3) forces grayscale or RGB; without it,
-    all-gray data stays 1-channel and anything else becomes RGB.
+    Classes are the sorted class folders (torchvision sorts the same way); every split present
+    must hold the same ones, as a class missing from ``train/`` would be one the model never
+    sees, and one missing from ``test/`` would shift its label indices. Archive members are read
+    straight from the tarfile, nothing is extracted. ``size`` resizes to ``size x size``;
+    ``channels`` (1 or 3) forces grayscale or RGB; without it, all-gray data stays 1-channel and
+    anything else becomes RGB.
     """
     if size is not None and (not isinstance(size, int) or size < 1):
         raise DataError(f"size must be a positive int, got {size!r}")
@@ -139,11 +140,12 @@ def read_image_folder(root: str | Path, split: str, size: int | None = None,
         raise DataError(f"channels must be 1 or 3, got {channels!r}")
     root = Path(root)
     if root.is_dir():
-        items, class_names = _folder_items(root, split)
+        items, split_classes = _folder_items(root, split)
     elif root.is_file():
-        items, class_names = _tar_items(root, split)
+        items, split_classes = _tar_items(root, split)
     else:
         raise DataError(f"{root}: no such folder or archive")
+    class_names = _same_classes(root, split_classes)
     if not items:
         raise DataError(f"{root}: no images under {split}/<class>/ (expected the layout "
                         f"train/<class>/*.jpg and test/<class>/*.jpg at its top level)")
@@ -168,23 +170,39 @@ def _class_folder(parts: list[str], split: str) -> str | None:
     return parts[1]
 
 
-def _folder_items(root: Path, split: str) -> tuple[list[tuple[str, str, bytes]], set[str]]:
-    """(name, class, bytes) of the split's images, and the class folders of all splits."""
-    items, classes = [], set()
+def _same_classes(root: Path, split_classes: dict[str, set[str]]) -> set[str]:
+    """The class folders (with images) that every split holds; any other is an error."""
+    every = set().union(*split_classes.values())
+    for split, classes in sorted(split_classes.items()):
+        lacking = sorted(every - classes)
+        if lacking:
+            where = sorted(s for s, c in split_classes.items() if c & set(lacking))
+            noun, verb = ("class", "is") if len(lacking) == 1 else ("classes", "are")
+            raise DataError(f"ImageFolder {root}: {noun} {', '.join(map(repr, lacking))} {verb} "
+                            f"in {' and '.join(w + '/' for w in where)} but not {split}/; "
+                            f"both splits need the same class folders")
+    return every
+
+
+def _folder_items(root: Path,
+                  split: str) -> tuple[list[tuple[str, str, bytes]], dict[str, set[str]]]:
+    """(name, class, bytes) of the split's images, and the class folders of each split."""
+    items, classes = [], {}
     for path in root.rglob("*"):
         parts = path.relative_to(root).parts
         label = _class_folder(list(parts), split)
         if label is None or not path.is_file():
             continue
-        classes.add(label)
+        classes.setdefault(parts[0], set()).add(label)
         if parts[0] == split:
             items.append(("/".join(parts), label, path.read_bytes()))
     return items, classes
 
 
-def _tar_items(path: Path, split: str) -> tuple[list[tuple[str, str, bytes]], set[str]]:
+def _tar_items(path: Path,
+               split: str) -> tuple[list[tuple[str, str, bytes]], dict[str, set[str]]]:
     """As `_folder_items`, for a tar archive read in one sequential pass, nothing extracted."""
-    items, classes = [], set()
+    items, classes = [], {}
     try:
         with tarfile.open(path, "r:*") as tar:
             for member in tar:
@@ -192,7 +210,7 @@ def _tar_items(path: Path, split: str) -> tuple[list[tuple[str, str, bytes]], se
                 label = _class_folder(parts, split)
                 if label is None or not member.isfile():
                     continue
-                classes.add(label)
+                classes.setdefault(parts[0], set()).add(label)
                 if parts[0] == split:
                     items.append(("/".join(parts), label, tar.extractfile(member).read()))
     except (OSError, EOFError, tarfile.TarError, zlib.error) as e:

@@ -81,8 +81,21 @@ def register_source(name: str, description: str, locate: Locate | None = None,
 
 
 def resolve_data_dir(data_dir: str | Path | None = None) -> Path:
-    """The data folder: the argument, else ``THRESHER_DATA``, else ``./data``."""
-    return Path(data_dir or os.environ.get("THRESHER_DATA") or "data").expanduser().absolute()
+    """The data folder: the argument, else ``THRESHER_DATA``, else ``./data``.
+
+    One that is (or lies under) a regular file is refused here, by the name it was given, rather
+    than as a traceback wherever it is first opened. A missing one is fine: downloads create it.
+    """
+    given = data_dir or os.environ.get("THRESHER_DATA") or "data"
+    origin = "--data-dir" if data_dir else "THRESHER_DATA" if given != "data" else "the default"
+    root = Path(given).expanduser().absolute()
+    existing = next(p for p in (root, *root.parents) if p.exists())  # "/" at the latest
+    if not existing.is_dir():
+        where = "is a file" if existing == root else f"lies under the file {existing}"
+        raise DataError(f"data folder {given} ({origin}) {where}; a folder is expected: point "
+                        f"{'THRESHER_DATA' if origin == 'THRESHER_DATA' else '--data-dir'} at "
+                        f"the folder that holds the datasets")
+    return root
 
 
 def get_source(name: str) -> Source:

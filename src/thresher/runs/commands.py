@@ -1,4 +1,4 @@
-"""``thresher runs list|show|compare``: each returns the text the CLI prints."""
+"""``thresher runs list|show|compare|delete|gc|reindex``: each returns the text the CLI prints."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from thresher.runs.config import flatten
 from thresher.runs.report import format_table
 from thresher.runs.store import RunStore, read_results
+from thresher.runs.units import Units
 
 
 def runs_list(store: RunStore, study: str | None = None, status: str | None = None,
@@ -49,12 +50,16 @@ def runs_show(store: RunStore, ref: str) -> str:
     }
     if record.error:
         header["error"] = record.error
+    if record.status == "running" and record.owner:
+        header["process"] = f"pid {record.owner['pid']} on {record.owner['host']}"
+    if record.status != "completed":
+        header["units done"] = len(Units(record.path).keys())
+    if record.status in ("died", "interrupted"):
+        header["resume"] = f"thresher {record.study} --resume {record.id}"
     sections = [_block(None, header),
                 _block("config", flatten(record.config)),
                 _block("metrics", flatten(record.metrics))]
-    if summary is None:
-        sections.append("(no summary.json: the run is still going or died without finishing)")
-    elif summary.get("versions"):
+    if summary is not None and summary.get("versions"):
         sections.append(_block("versions", summary["versions"]))
     results = read_results(record.path)
     if results is not None:
@@ -81,6 +86,27 @@ def runs_compare(store: RunStore, refs: Sequence[str]) -> str:
     if not differing and len(records) > 1:
         table += "\n\n(configs are identical)"
     return table
+
+
+def runs_delete(store: RunStore, refs: Sequence[str], force: bool = False) -> str:
+    """Remove runs: folder and index row together. All references are resolved first, so a
+    typo deletes nothing."""
+    records = [store.get(ref) for ref in refs]
+    for record in records:
+        store.delete(record, force=force)
+    return "\n".join(f"deleted {r.id}" for r in records)
+
+
+def runs_gc(store: RunStore, statuses: tuple[str, ...] = (), dry_run: bool = False) -> str:
+    removed = store.gc(statuses, dry_run=dry_run)
+    verb = "would remove" if dry_run else "removed"
+    lines = [f"{verb} {len(items)} {what}" + (f": {', '.join(items)}" if items else "")
+             for what, items in removed.items()]
+    return "\n".join(lines)
+
+
+def runs_reindex(store: RunStore) -> str:
+    return f"indexed {store.reindex()} runs in {store.db_path}"
 
 
 def _is_number(value: Any) -> bool:

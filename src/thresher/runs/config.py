@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -28,6 +29,42 @@ _BOOL_WORDS = {"true": True, "yes": True, "on": True, "1": True,
 
 class ConfigError(ValueError):
     """A config value, key or file is wrong; the message says which and how to fix it."""
+
+
+class _DuplicateKeyError(ConfigError):
+    """A YAML mapping names one key twice; `_read_yaml` and `_set` add where it came from."""
+
+    ADVICE = "the later one would silently replace the earlier: keep one"
+
+    def __init__(self, key: Any, line: int, first: int) -> None:
+        super().__init__(f"duplicate key {key!r}; {self.ADVICE}")
+        self.key, self.line, self.first = key, line, first
+
+
+class _Loader(yaml.SafeLoader):
+    """``yaml.safe_load``, except that a mapping with a repeated key is an error: PyYAML keeps
+    the last one, so a second ``fit:`` section would silently drop the first."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # "<<: *base" overrides on purpose
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # an unhashable key: the base class says so
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKeyError(key, line, first)
+                seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -70,7 +107,10 @@ def _read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = _yaml_load(path.read_text())
+    except _DuplicateKeyError as e:
+        raise ConfigError(f"config file {path}, line {e.line}: duplicate key {e.key!r} (first "
+                          f"at line {e.first}); {e.ADVICE}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if data is None:
@@ -128,13 +168,30 @@ def _set(cfg: Any, key: str, value: Any, keys: Mapping[str, Any], raw: bool, sou
     if _is_section(hint):
         raise ConfigError(
             f"config key {key!r} is a section{source}; set its fields as {key}.<name>=value")
-    if raw:
-        value = _parse_text(value, hint)
     try:
+        if raw:
+            value = _parse_text(value, hint)
         value = coerce(value, hint, key)
+    except _DuplicateKeyError as e:
+        raise ConfigError(f"config key {key!r}: {e}{source}") from None
     except ConfigError as e:
         raise ConfigError(f"{e}{source}") from None
+    _check_finite(value, key, source)
     return _replace(cfg, key.split("."), value)
+
+
+def _check_finite(value: Any, key: str, source: str) -> None:
+    """NaN or infinity anywhere in a value (``fit.lr=nan``, YAML ``.inf`` in ``model_options``)
+    is refused: no setting means it, and a NaN passes every ``<``/``>`` check in validate()."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{key} = {value}: must be a finite number{source}")
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _check_finite(k, f"{key}.<key>", source)
+            _check_finite(v, f"{key}.{k}", source)
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for i, v in enumerate(value):
+            _check_finite(v, f"{key}[{i}]", source)
 
 
 def _replace(cfg: Any, parts: list[str], value: Any) -> Any:
@@ -158,7 +215,7 @@ def _parse_text(text: str, hint: Any) -> Any:
     if _wants_text(hint):
         return text
     try:
-        return yaml.safe_load(text) if text else text
+        return _yaml_load(text) if text else text
     except yaml.YAMLError:
         return text
 
@@ -284,8 +341,8 @@ def _coerce_sequence(value: Any, hint: Any, key: str) -> Any:
     args = typing.get_args(hint)
     if isinstance(value, str):  # "128,64" or "[128, 64]" from the command line
         try:
-            value = yaml.safe_load(value) if value.strip().startswith("[") else \
-                [yaml.safe_load(part) for part in value.split(",") if part.strip()]
+            value = _yaml_load(value) if value.strip().startswith("[") else \
+                [_yaml_load(part) for part in value.split(",") if part.strip()]
         except yaml.YAMLError:
             raise _type_error(key, value, hint) from None
     elif not isinstance(value, (list, tuple, set, frozenset)):

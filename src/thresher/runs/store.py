@@ -1,98 +1,75 @@
-"""Run directories and the SQLite results store.
+"""Run directories and the SQLite index of them.
 
-Layout: ``<root>/<study>/<run-name>/`` holds ``config.yaml`` (written at start), ``code.diff``
-(at start, when the code differs from its commit), ``summary.json`` (written at the end,
-whatever the outcome) and artifacts, ``results.txt`` among them; ``<root>/thresher.db``
-indexes every run so results can be listed and compared without walking directories. The
-directory is the ground truth; the DB is an index that parallel processes can write at once
-(WAL + timeout).
+Layout: ``<root>/<study>/<run-name>/`` holds ``config.yaml`` and ``summary.json`` (both from
+the first moment; the summary is rewritten with the outcome), ``code.diff`` (when the code
+differs from its commit), ``units/`` (each finished unit of work, see `thresher.runs.units`),
+``heartbeat`` and artifacts, ``results.txt`` among them. ``<root>/thresher.db`` indexes every
+run so results can be listed without walking directories; the directories are the ground truth
+and the index is rebuilt from them when it is missing, damaged or cannot be written.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import logging
 import os
 import platform
 import secrets
+import shutil
+import signal
 import sqlite3
 import subprocess
-import tempfile
+import sys
+import threading
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import yaml
 
 import thresher
 from thresher.registry import did_you_mean
-from thresher.runs.config import config_to_dict, dump_yaml, to_plain
+from thresher.runs import index
+from thresher.runs.config import config_to_dict, dump_yaml, flatten, to_plain
+from thresher.runs.files import atomic_path, atomic_write, to_json
+from thresher.runs.index import CONFIG_FILE, DB_NAME, SUMMARY_FILE, read_summary
+from thresher.runs.owner import HEARTBEAT_S, Heartbeat, owner_alive, this_process
+from thresher.runs.units import Units
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; a run's exclusivity is then not enforced
+    fcntl = None
+
+__all__ = ["CONFIG_FILE", "DB_NAME", "DIFF_FILE", "RESULTS_FILE", "RUNS_ENV", "SUMMARY_FILE",
+           "Run", "RunLookupError", "RunRecord", "RunStore", "StoreError", "atomic_path",
+           "atomic_write", "read_results", "to_json"]
+
+log = logging.getLogger("thresher.runs")
+T = TypeVar("T")
 
 RUNS_ENV = "THRESHER_RUNS"
-DB_NAME = "thresher.db"
-CONFIG_FILE = "config.yaml"
-SUMMARY_FILE = "summary.json"
 RESULTS_FILE = "results.txt"  # the study's rendered table: the CLI prints it after the run
 DIFF_FILE = "code.diff"  # uncommitted changes to tracked files when the commit is -dirty
-
-_COLUMNS = ("id", "study", "name", "path", "status", "seed", "started", "finished",
-            "duration_s", "git_commit", "error", "config_json", "metrics_json")
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY, study TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
-    status TEXT NOT NULL, seed INTEGER, started TEXT, finished TEXT, duration_s REAL,
-    git_commit TEXT, error TEXT, config_json TEXT, metrics_json TEXT
-)"""
+LOCK_FILE = ".lock"
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged", "died")
+MAX_NAME = 255  # bytes: the longest file name most filesystems allow
 
 
 class RunLookupError(LookupError):
     """A run reference matched no run, or more than one."""
 
 
-# ---------------------------------------------------------------------------------------------
-# files
-
-
-@contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; it replaces ``path`` only if the block succeeds.
-
-    Readers never see a half-written file, and an exception leaves no temp file behind. Use it
-    for writers that want a filename (matplotlib, torch.save).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: str | Path, data: bytes | str) -> Path:
-    """Write ``data`` (str as UTF-8) to ``path`` all at once, flushed to disk."""
-    payload = data.encode("utf-8") if isinstance(data, str) else data
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(payload)
-        f.flush()
-        os.fsync(f.fileno())
-    return Path(path)
-
-
-def to_json(obj: Any) -> str:
-    """JSON text of ``obj`` after ``to_plain`` (numpy/torch scalars become Python numbers).
-
-    Non-finite floats are kept as NaN/Infinity, which Python's json reads back unchanged.
-    """
-    return json.dumps(to_plain(obj), indent=2) + "\n"
+class StoreError(ValueError):
+    """The runs folder cannot be used as asked: missing, a file, not writable, or a run name
+    that is taken by a different config or in use."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -136,8 +113,10 @@ def git_diff(repo: str | Path | None = None) -> str | None:
     return diff.stdout if diff.returncode == 0 else None
 
 
-def versions(device: str | None = None) -> dict[str, str | None]:
-    """Software versions that decide whether a result reproduces."""
+def versions(device: str | None = None) -> dict[str, Any]:
+    """Software versions and the settings that decide whether a result reproduces: CPU
+    results are bit-identical only at the same torch thread count."""
+    torch = sys.modules.get("torch")
     return {
         "python": platform.python_version(),
         "thresher": thresher.__version__,
@@ -145,6 +124,7 @@ def versions(device: str | None = None) -> dict[str, str | None]:
         "numpy": _dist_version("numpy"),
         "platform": platform.platform(),
         "device": None if device is None else str(device),
+        "threads": torch.get_num_threads() if torch is not None else None,
     }
 
 
@@ -165,7 +145,49 @@ def _iso(moment: datetime) -> str:
 
 def _check_component(what: str, value: str) -> None:
     if not value or value in (".", "..") or "/" in value or "\\" in value:
-        raise ValueError(f"{what} {value!r} must be a plain directory name (no slashes)")
+        raise StoreError(f"{what} {value!r} must be a plain directory name (no slashes)")
+    if len(value.encode()) > MAX_NAME:
+        raise StoreError(f"{what} is {len(value.encode())} bytes long; at most {MAX_NAME} fit "
+                         f"in a folder name")
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while a run's outcome is written: a second Ctrl-C a moment after
+    the first must not cut the record short. Held signals are re-sent afterwards.
+
+    The Python-level handlers are swapped, not the OS signal mask: a signal that arrived just
+    before the block is run by whatever handler is installed when Python gets to it.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: held.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(held):
+            signal.raise_signal(sig)
+
+
+def _lock(directory: Path) -> Any:
+    """An exclusive lock on the run directory for this process's lifetime (released by the OS
+    when it dies, however it dies); StoreError when another process holds it."""
+    path = directory / LOCK_FILE
+    path.touch()
+    handle = open(path)  # held until the run ends; read-only, so the disk can still be remounted
+    if fcntl is not None:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise StoreError(f"run {directory.parent.name}/{directory.name} is in use by "
+                             "another process") from None
+    return handle
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,13 +197,15 @@ def _check_component(what: str, value: str) -> None:
 class Run:
     """One run's directory. Use as a context manager so the outcome is always recorded.
 
-    The study fills ``run.metrics`` (and may set ``run.device``); leaving the ``with`` block
-    writes summary.json and updates the DB: completed, failed (exception) or interrupted
-    (Ctrl-C). Exceptions are re-raised.
+    The study fills ``run.metrics`` (and may set ``run.device``) and wraps each unit of work in
+    `unit`; leaving the ``with`` block writes summary.json and updates the index: completed,
+    failed (an exception), diverged (an exception whose ``run_status`` says so) or interrupted
+    (Ctrl-C, SIGTERM). Exceptions are re-raised.
     """
 
     def __init__(self, store: RunStore, study: str, name: str, directory: Path, config: dict,
-                 seed: int | None, device: str | None, started: datetime, commit: str | None):
+                 seed: int | None, device: str | None, started: datetime, commit: str | None,
+                 lock: Any, attempt: int = 1, earlier_s: float = 0.0):
         self.store = store
         self.study = study
         self.name = name
@@ -195,8 +219,14 @@ class Run:
         self.error: str | None = None
         self.started = started
         self.finished: datetime | None = None
+        self.attempt = attempt
+        self.units = Units(directory)
+        self.owner = this_process(store.heartbeat_s)
+        self._earlier_s = earlier_s  # compute time of earlier attempts of a resumed run
         self._clock = time.perf_counter()
         self._duration: float | None = None
+        self._lock = lock
+        self._heartbeat: Heartbeat | None = None  # started once the run is first recorded
 
     @property
     def id(self) -> str:
@@ -205,6 +235,14 @@ class Run:
     def path(self, name: str) -> Path:
         """Where artifact ``name`` lives inside the run directory."""
         return self.dir / name
+
+    def unit(self, key: str, compute: Callable[[], T]) -> T:
+        """One unit of the run's work (a seed, a method x seed, a cell): computed once and
+        written the moment it is done; a resumed run reads it back instead of repeating it."""
+        value, earlier = self.units.get_or_compute(key, compute)
+        if earlier:
+            log.info("%s: done in an earlier attempt, read back", key)
+        return value
 
     def save_text(self, name: str, text: str) -> Path:
         return atomic_write(self.path(name), text)
@@ -233,7 +271,7 @@ class Run:
         return path
 
     def summary(self) -> dict[str, Any]:
-        """The summary.json seam: what ran, with which code, and what came out."""
+        """The summary.json seam: what ran, with which code, by whom, and what came out."""
         return {
             "study": self.study,
             "name": self.name,
@@ -247,30 +285,53 @@ class Run:
             "duration_s": self._duration,
             "status": self.status,
             "error": self.error,
+            "attempt": self.attempt,
+            "owner": self.owner,
         }
 
-    def finish(self, status: str = "completed", error: str | None = None) -> dict[str, Any]:
-        """Write summary.json and update the DB row; the ``with`` block calls this for you."""
-        self.finished = _utcnow()
-        self._duration = round(time.perf_counter() - self._clock, 3)
-        self.status, self.error = status, error
+    def record(self) -> dict[str, Any]:
+        """Write summary.json and the index row as the run stands now."""
         summary = self.summary()
         atomic_write(self.path(SUMMARY_FILE), to_json(summary))
-        self.store._write_row(summary, self.dir)
+        self.store._write_row(summary)
         return summary
+
+    def finish(self, status: str = "completed", error: str | None = None) -> dict[str, Any]:
+        """Record the outcome and let the run go; the ``with`` block calls this for you."""
+        self.finished = _utcnow()
+        self._duration = round(self._earlier_s + time.perf_counter() - self._clock, 3)
+        self.status, self.error = status, error
+        try:
+            return self.record()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the heartbeat and release the directory (idempotent)."""
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
+        if not self._lock.closed:
+            self._lock.close()
 
     def __enter__(self) -> Run:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: Any) -> bool:
-        if exc is None:
-            self.finish()
-            return False
-        self.save_text("traceback.txt", "".join(traceback.format_exception(exc_type, exc, tb)))
-        status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-        message = f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
-        self.finish(status, message)
+        with _signals_held():
+            if exc is None:
+                self.finish()
+                return False
+            status = ("interrupted" if isinstance(exc, KeyboardInterrupt)
+                      else getattr(exc, "run_status", "failed"))
+            message = f"{exc_type.__name__}: {exc}" if str(exc) else exc_type.__name__
+            try:
+                self.save_text("traceback.txt",
+                               "".join(traceback.format_exception(exc_type, exc, tb)))
+                self.finish(status, message)
+            except (OSError, sqlite3.Error) as e:  # a full or read-only disk: the run shows
+                self.close()  # as died, and the units it finished are kept
+                log.error("could not record run %s as %s: %s", self.id, status, e)
         return False  # re-raise
 
 
@@ -280,7 +341,8 @@ class Run:
 
 @dataclass
 class RunRecord:
-    """One run as the DB (or its summary.json) knows it."""
+    """One run as the index (or its summary.json) knows it; a ``running`` run whose process is
+    gone has status ``died``."""
 
     id: str
     study: str
@@ -295,10 +357,11 @@ class RunRecord:
     error: str | None
     config: dict[str, Any]
     metrics: dict[str, Any]
+    owner: dict[str, Any] | None = None
 
     def summary(self) -> dict[str, Any] | None:
-        """The run's summary.json, or None if the run never finished writing one."""
-        return _read_summary(self.path)
+        """The run's summary.json, or None if it has none."""
+        return read_summary(self.path)
 
 
 def read_results(directory: Path) -> str | None:
@@ -307,65 +370,80 @@ def read_results(directory: Path) -> str | None:
     return path.read_text() if path.is_file() else None
 
 
-def _read_summary(directory: Path) -> dict[str, Any] | None:
-    path = Path(directory) / SUMMARY_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+def _status(status: str, owner: dict | None, directory: Path) -> str:
+    return "died" if status == "running" and not owner_alive(owner, directory) else status
 
 
 def _record_from_summary(directory: Path, summary: dict[str, Any]) -> RunRecord:
+    directory = Path(directory)
     return RunRecord(
         id=f"{summary['study']}/{summary['name']}", study=summary["study"],
-        name=summary["name"], path=Path(directory).resolve(), status=summary["status"],
+        name=summary["name"], path=directory,
+        status=_status(summary["status"], summary.get("owner"), directory),
         seed=summary.get("seed"), started=summary.get("started"),
         finished=summary.get("finished"), duration_s=summary.get("duration_s"),
         git_commit=summary.get("git_commit"), error=summary.get("error"),
-        config=summary.get("config") or {}, metrics=summary.get("metrics") or {})
+        config=summary.get("config") or {}, metrics=summary.get("metrics") or {},
+        owner=summary.get("owner"))
 
 
-def _record_from_row(row: sqlite3.Row) -> RunRecord:
-    return RunRecord(
-        id=row["id"], study=row["study"], name=row["name"], path=Path(row["path"]),
-        status=row["status"], seed=row["seed"], started=row["started"],
-        finished=row["finished"], duration_s=row["duration_s"], git_commit=row["git_commit"],
-        error=row["error"], config=json.loads(row["config_json"] or "{}"),
-        metrics=json.loads(row["metrics_json"] or "{}"))
-
-
-def _use_wal(con: sqlite3.Connection, attempts: int = 300) -> None:
-    """Put the database in WAL mode (readers and writers then don't block each other).
-
-    Switching needs a moment of exclusive access and SQLite reports "database is locked" at once
-    instead of waiting, which two processes creating the store together do hit; so retry. The
-    mode persists in the file: afterwards the first check finds it set.
-    """
-    for attempt in range(attempts):
-        try:
-            if con.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                con.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as e:
-            if "locked" not in str(e) or attempt == attempts - 1:
-                raise
-            time.sleep(0.01 + secrets.randbelow(20) / 1000)  # jitter: the two do not retry in step
+def _config_changes(old: dict, new: dict, limit: int = 5) -> list[str]:
+    before, after = flatten(old), flatten(new)
+    keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
+    shown = [f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in keys[:limit]]
+    return shown + ([f"... {len(keys) - limit} more"] if len(keys) > limit else [])
 
 
 class RunStore:
     """All runs under one root directory (default ``$THRESHER_RUNS`` or ``./runs``)."""
 
-    def __init__(self, root: str | Path | None = None, repo: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, repo: str | Path | None = None,
+                 heartbeat_s: float = HEARTBEAT_S):
         self.root = Path(root if root is not None else os.environ.get(RUNS_ENV) or "runs")
         self.repo = repo  # the checkout whose code each run records (None: thresher's own)
+        self.heartbeat_s = heartbeat_s
 
     @property
     def db_path(self) -> Path:
         return self.root / DB_NAME
 
+    # -- the folder ------------------------------------------------------------------------
+
+    def writable(self) -> bool:
+        return os.access(self.root, os.W_OK | os.X_OK) and (
+            not self.db_path.exists() or os.access(self.db_path, os.W_OK))
+
+    def check_readable(self) -> None:
+        """StoreError unless the root is an existing folder; reading never creates one."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"runs folder {self.root} is a file; --runs-dir or {RUNS_ENV} "
+                             "must name a folder")
+        if not self.root.is_dir():
+            raise StoreError(f"no runs folder {self.root} (check --runs-dir or {RUNS_ENV})")
+
+    def check_writable(self) -> None:
+        """Create the root if needed; StoreError (before any work) if runs cannot go there."""
+        if self.root.exists() and not self.root.is_dir():
+            raise StoreError(f"runs folder {self.root} is a file; --runs-dir or {RUNS_ENV} "
+                             "must name a folder")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create runs folder {self.root}: {e.strerror}") from None
+        if not self.writable():
+            raise StoreError(f"runs folder {self.root} is not writable (read-only disk or "
+                             "permissions); choose another with --runs-dir or " + RUNS_ENV)
+
+    # -- starting and resuming -------------------------------------------------------------
+
     def start(self, study: str, config: Any, name: str | None = None, seed: int | None = None,
               device: str | None = None) -> Run:
-        """Create the run directory, write config.yaml and record the run as running.
+        """Open a run: a new directory, or — when ``name`` is taken by a run of the same
+        config — that run, resumed (its finished units are kept).
 
-        ``name`` defaults to ``<YYYYmmdd-HHMMSS>-<random>`` (UTC); a taken name gets ``-1``,
-        ``-2``, ... appended. ``seed`` defaults to ``config["seed"]`` when the config has one.
+        ``name`` defaults to ``<YYYYmmdd-HHMMSS>-<random>`` (UTC; a taken one gets ``-1``,
+        ``-2``, ...). ``seed`` defaults to ``config["seed"]`` when the config has one. A name
+        taken by another config, or by a run still going, is a StoreError.
         """
         _check_component("study", study)
         if name is not None:
@@ -373,20 +451,74 @@ class RunStore:
         snapshot = config_to_dict(config)
         if seed is None and isinstance(snapshot.get("seed"), int):
             seed = snapshot["seed"]
-        started = _utcnow()
+        with self._db(write=True):  # the index exists (or is rebuilt) before the new folder
+            pass
+        parent = self.root / study
+        parent.mkdir(exist_ok=True)
+        if name is not None:
+            try:
+                (parent / name).mkdir()
+            except FileExistsError:
+                return self._resume(study, name, snapshot, seed, device)
+            directory = parent / name
+        else:
+            directory = self._new_dir(parent, f"{_utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
+        lock = _lock(directory)
+        return self._open(study, directory, snapshot, seed, device, lock, _utcnow(), 1, 0.0)
+
+    def _open(self, study: str, directory: Path, snapshot: dict, seed: int | None,
+              device: str | None, lock: Any, started: datetime, attempt: int,
+              earlier_s: float) -> Run:
         commit = git_commit(self.repo)
-        directory = self._make_dir(study, name or f"{started:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
-        run = Run(self, study, directory.name, directory, snapshot, seed, device, started, commit)
-        atomic_write(directory / CONFIG_FILE, dump_yaml(snapshot))
+        if not (directory / CONFIG_FILE).is_file():
+            atomic_write(directory / CONFIG_FILE, dump_yaml(snapshot))
         diff = git_diff(self.repo) if commit is not None and commit.endswith("-dirty") else None
         if diff:
             atomic_write(directory / DIFF_FILE, diff)
-        self._write_row(run.summary(), directory)
+        run = Run(self, study, directory.name, directory, snapshot, seed, device, started,
+                  commit, lock, attempt, earlier_s)
+        try:
+            run.record()
+            run._heartbeat = Heartbeat(directory, self.heartbeat_s)
+        except BaseException:
+            run.close()
+            raise
         return run
 
-    def _make_dir(self, study: str, name: str) -> Path:
-        parent = self.root / study
-        parent.mkdir(parents=True, exist_ok=True)
+    def _resume(self, study: str, name: str, snapshot: dict, seed: int | None,
+                device: str | None) -> Run:
+        directory = self.root / study / name
+        if not directory.is_dir():
+            raise StoreError(f"{directory} exists and is not a run folder")
+        lock = _lock(directory)
+        try:
+            summary = read_summary(directory) or {}
+            config_path = directory / CONFIG_FILE
+            if config_path.is_file():
+                stored = yaml.safe_load(config_path.read_text()) or {}
+                changes = _config_changes(stored, yaml.safe_load(dump_yaml(snapshot)) or {})
+                if changes:
+                    raise StoreError(
+                        f"run {study}/{name} exists with a different config "
+                        f"({'; '.join(changes)}); give another --name, or --resume "
+                        f"{study}/{name} to continue it with its own config")
+            if summary.get("status") == "running" and owner_alive(summary.get("owner"),
+                                                                  directory):
+                owner = summary["owner"]
+                raise StoreError(f"run {study}/{name} is still running (pid {owner['pid']} "
+                                 f"on {owner['host']})")
+            done = len(Units(directory).keys())
+            log.info("resuming run %s/%s: %d unit(s) already done", study, name, done)
+            started = (datetime.fromisoformat(summary["started"]) if summary.get("started")
+                       else _utcnow())
+            return self._open(study, directory, snapshot, seed, device, lock, started,
+                              int(summary.get("attempt") or 1) + 1,
+                              float(summary.get("duration_s") or 0.0))
+        except BaseException:
+            lock.close()
+            raise
+
+    def _new_dir(self, parent: Path, name: str) -> Path:
         for i in itertools.count():
             candidate = parent / (name if i == 0 else f"{name}-{i}")
             try:
@@ -396,72 +528,105 @@ class RunStore:
                 continue
         raise AssertionError("unreachable")
 
+    # -- the index -------------------------------------------------------------------------
+
     @contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(self.db_path, timeout=60)
-        con.row_factory = sqlite3.Row
+    def _db(self, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection to the index, in one transaction committed on success.
+
+        Reading never creates anything. A store that cannot be written is read through an
+        index built in memory from its directories; a missing or damaged index file is rebuilt
+        from them (with a warning).
+        """
+        if write:
+            self.check_writable()
+        else:
+            self.check_readable()
+        if not self.writable():
+            con = index.memory_index(self.root)
+        elif not self.db_path.exists() and not write and not any(index.run_dirs(self.root)):
+            con = index.memory_index(self.root)  # an empty store: leave no file behind
+        else:
+            con = self._connect()
         try:
-            _use_wal(con)
-            con.execute(_SCHEMA)
-            with con:  # one transaction, committed on success
+            with con:
                 yield con
         finally:
             con.close()
 
-    def _write_row(self, summary: dict[str, Any], directory: Path) -> None:
-        # REPLACE: a directory deleted by hand may leave a stale row with the same id.
-        values = (f"{summary['study']}/{summary['name']}", summary["study"], summary["name"],
-                  str(Path(directory).resolve()), summary["status"], summary["seed"],
-                  summary["started"], summary["finished"], summary["duration_s"],
-                  summary["git_commit"], summary["error"],
-                  json.dumps(to_plain(summary["config"])), json.dumps(to_plain(summary["metrics"])))
-        placeholders = ", ".join("?" for _ in _COLUMNS)
-        with self._db() as con:
-            con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(_COLUMNS)}) "
-                        f"VALUES ({placeholders})", values)
+    def _connect(self) -> sqlite3.Connection:
+        missing = not self.db_path.exists()
+        if missing and any(index.run_dirs(self.root)):
+            log.warning("runs index %s is missing; rebuilding it from the run folders",
+                        self.db_path)
+        try:
+            return index.open_file(self.db_path, self.root)
+        except sqlite3.DatabaseError as e:
+            if not index.damaged(e):
+                raise
+            kept = self.db_path.with_name(f"{DB_NAME}.damaged-{_utcnow():%Y%m%d-%H%M%S}")
+            log.warning("runs index %s is damaged (%s); rebuilding it from the run folders "
+                        "(the damaged file is kept as %s)", self.db_path, e, kept.name)
+            os.replace(self.db_path, kept)
+            for suffix in ("-wal", "-shm"):
+                Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+            return index.open_file(self.db_path, self.root)
+
+    def _write_row(self, summary: dict[str, Any]) -> None:
+        with self._db(write=True) as con:
+            index.insert(con, summary)
+
+    def reindex(self) -> int:
+        """Rebuild the index from the run directories; returns how many runs it holds."""
+        with self._db(write=True) as con:
+            return index.fill(con, self.root)
+
+    def _record(self, row: sqlite3.Row) -> RunRecord:
+        directory = self.root / row["study"] / row["name"]
+        owner = json.loads(row["owner_json"] or "null")
+        return RunRecord(
+            id=row["id"], study=row["study"], name=row["name"], path=directory,
+            status=_status(row["status"], owner, directory), seed=row["seed"],
+            started=row["started"], finished=row["finished"], duration_s=row["duration_s"],
+            git_commit=row["git_commit"], error=row["error"],
+            config=json.loads(row["config_json"] or "{}"),
+            metrics=json.loads(row["metrics_json"] or "{}"), owner=owner)
 
     def list(self, study: str | None = None, status: str | None = None,
              limit: int | None = None) -> list[RunRecord]:
-        """Runs from the DB, newest first."""
-        where, params = [], []
+        """Runs from the index, newest first (``status`` as shown: ``died`` included)."""
+        sql, params = "SELECT * FROM runs", []
         if study is not None:
-            where.append("study = ?")
+            sql += " WHERE study = ?"
             params.append(study)
-        if status is not None:
-            where.append("status = ?")
-            params.append(status)
-        sql = "SELECT * FROM runs"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY started DESC, rowid DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
         with self._db() as con:
-            return [_record_from_row(row) for row in con.execute(sql, params)]
+            records = [self._record(row) for row in con.execute(sql, params)]
+        records += self._unindexed({r.id for r in records}, study)
+        if status is not None:
+            records = [r for r in records if r.status == status]
+        return records if limit is None else records[:limit]
+
+    def _unindexed(self, known: set[str], study: str | None) -> list[RunRecord]:
+        """Run folders the index does not know (a run killed before its first row, or copied
+        in), read from their folders; ``reindex`` adds them to the index for good."""
+        directories = [d for d in index.run_dirs(self.root)
+                       if f"{d.parent.name}/{d.name}" not in known
+                       and (study is None or d.parent.name == study)]
+        return [_record_from_summary(self.root / s["study"] / s["name"], s)
+                for s in index.scan(directories)]
 
     def get(self, ref: str | Path) -> RunRecord:
         """Find one run by id (``study/name``), run directory path, name, or unique prefix.
 
-        summary.json wins over the DB when present; a run that died without writing one
-        shows what the DB last knew (usually ``running``).
+        summary.json wins over the index when present.
         """
         text = str(ref)
-        records = self.list()
-        by_id = [r for r in records if r.id == text]
-        if by_id:
-            return self._fresh(by_id[0])
         directory = Path(ref)
-        if directory.is_dir():
-            summary = _read_summary(directory)
-            if summary is not None:
-                return _record_from_summary(directory, summary)
-            resolved = directory.resolve()
-            by_path = [r for r in records if r.path == resolved]
-            if by_path:
-                return by_path[0]
-        for match in (lambda r: r.name == text,
+        if directory.is_dir() and read_summary(directory) is not None:
+            return _record_from_summary(directory, read_summary(directory))
+        records = self.list()
+        for match in (lambda r: r.id == text, lambda r: r.name == text,
                       lambda r: r.name.startswith(text) or r.id.startswith(text)):
             found = [r for r in records if match(r)]
             if len(found) == 1:
@@ -472,7 +637,7 @@ class RunStore:
         raise RunLookupError(self._not_found(text, records))
 
     def _fresh(self, record: RunRecord) -> RunRecord:
-        summary = _read_summary(record.path)
+        summary = read_summary(record.path)
         return record if summary is None else _record_from_summary(record.path, summary)
 
     def _not_found(self, ref: str, records: list[RunRecord]) -> str:
@@ -483,3 +648,43 @@ class RunStore:
         if close:
             return message + f"; did you mean {close!r}?"
         return message + f"; recent runs: {', '.join(r.id for r in records[:5])}"
+
+    # -- removing --------------------------------------------------------------------------
+
+    def delete(self, record: RunRecord, force: bool = False) -> None:
+        """Remove a run's folder and its index row together (a running run needs ``force``)."""
+        if record.status == "running" and not force:
+            raise StoreError(f"run {record.id} is still running (pid "
+                             f"{(record.owner or {}).get('pid')}); stop it first or use --force")
+        if record.path.exists():
+            shutil.rmtree(record.path)
+        with self._db(write=True) as con:
+            con.execute("DELETE FROM runs WHERE id = ?", (record.id,))
+
+    def gc(self, statuses: tuple[str, ...] = (), dry_run: bool = False) -> dict[str, list[str]]:
+        """Tidy the store: index rows whose folder is gone, temporary files left by killed
+        writers in runs no longer running, and (when asked) every run with one of
+        ``statuses``. Returns what was (or, with ``dry_run``, would be) removed."""
+        for status in statuses:
+            if status not in STATUSES:
+                raise StoreError(f"unknown status {status!r}; choose from {', '.join(STATUSES)}")
+        removed: dict[str, list[str]] = {"rows": [], "temporary files": [], "runs": []}
+        records = self.list()
+        for record in records:
+            if not record.path.is_dir():
+                removed["rows"].append(record.id)
+            elif record.status in statuses:
+                removed["runs"].append(record.id)
+            elif record.status != "running":
+                removed["temporary files"] += [str(p.relative_to(self.root))
+                                               for p in record.path.rglob(".*.tmp")]
+        if dry_run:
+            return removed
+        for record in records:
+            if record.id in removed["runs"]:
+                self.delete(record)
+        for rel in removed["temporary files"]:
+            (self.root / rel).unlink(missing_ok=True)
+        with self._db(write=True) as con:
+            con.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in removed["rows"]])
+        return removed

@@ -1,7 +1,11 @@
-"""The studies: each is a config dataclass, ``run(cfg, run) -> metrics`` and a CLI command.
+"""The studies: each is a config dataclass, ``prepare(cfg, store)``, ``run(cfg, run,
+prepared) -> metrics`` and a CLI command.
 
 A study registers a `Study` here; `thresher.cli` turns every registered study into a
-sub-command with ``--config``/``--set`` plus the study's own shortcut flags.
+sub-command with ``--config``/``--set`` plus the study's own shortcut flags. ``prepare`` does
+what can fail on the user's input beyond the config itself — reading the data, checking a budget
+against the pool, finding a referenced run — before a run record exists, so a mistake leaves no
+failed run behind; what it returns is handed to ``run``.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from thresher.registry import Registry
-from thresher.runs.store import Run
+from thresher.runs.store import Run, RunStore
 
 
 @dataclass(frozen=True)
@@ -38,12 +42,17 @@ class Command:
     handler: Callable[[argparse.Namespace], int]
 
 
+def no_preparation(cfg: Any, store: RunStore) -> None:
+    return None
+
+
 @dataclass(frozen=True)
 class Study:
     name: str
     help: str
     config: type
-    run: Callable[[Any, Run], dict]
+    run: Callable[[Any, Run, Any], dict]
+    prepare: Callable[[Any, RunStore], Any] = no_preparation
     flags: tuple[Flag, ...] = field(default_factory=tuple)
     commands: tuple[Command, ...] = field(default_factory=tuple)  # thresher <study> <command>
 

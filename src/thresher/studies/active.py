@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import torch
@@ -27,11 +28,11 @@ import torch
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.models import build
-from thresher.runs.config import ConfigError, check_choice, check_positive, check_range
+from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.plots import figure, mean_ci_band, mean_ci_bars
 from thresher.runs.report import comparison_table
 from thresher.runs.stats import paired_test, summarize
-from thresher.runs.store import Run
+from thresher.runs.store import Run, RunStore
 from thresher.seeding import make_generator, set_seed
 from thresher.select import STRATEGIES, Context, Oracle
 from thresher.select.sensitivity import LAMBDA_MODES
@@ -73,7 +74,9 @@ class ActiveConfig(StudyConfig):
             check_choice("methods", method, list(STRATEGIES))
         check_positive("budget", self.budget, allow_zero=True)
         check_positive("initial_size", self.initial_size, allow_zero=True)
-        check_range("initial_fraction", self.initial_fraction, 0.0, 1.0)
+        if not 0.0 < self.initial_fraction < 1.0:
+            raise ConfigError(f"initial_fraction must be strictly between 0 and 1 (0 leaves no "
+                              f"random start, 1 nothing to acquire), got {self.initial_fraction}")
         check_positive("rounds", self.rounds)
         check_positive("clusters", self.clusters, allow_zero=True)
         check_positive("z", self.z)
@@ -179,31 +182,69 @@ def run_method(cfg: ActiveConfig, method: str, arch: tuple[str, dict], train: Ar
             "max_weight": float(weights.max()) if len(weights) else 1.0}
 
 
-def run(cfg: ActiveConfig, run: Run) -> dict:
+@dataclass
+class Prepared:
+    """One dataset of the study, read and planned before the run is opened."""
+
+    train: ArrayDataset
+    test: ArrayDataset
+    k: int
+    k0: int
+    sizes: list[int]
+    arch: tuple[str, dict]
+
+
+def prepare(cfg: ActiveConfig, store: RunStore) -> tuple[torch.device, dict[str, Prepared]]:
+    """The device, and per dataset its splits and plan: a budget larger than the pool, an
+    empty initial set or too many rounds is refused here, before any run exists."""
     device = choose_device(cfg.device)
-    run.device = str(device)
-    results: dict[str, dict[str, list[dict]]] = {}
+    datasets = {}
     for dataset in cfg.datasets:
         train, test = load_data(dataset, cfg.data_dir, device, cfg.dataset_options)
         k, k0, sizes = plan(len(train), cfg)
         arch = default_model(train.in_shape) if cfg.model == "auto" else \
             (cfg.model, cfg.model_options)
-        normalize = Normalize.from_dataset(train)  # pixel statistics need no labels
-        log.info("%s: k=%d, k'=%d, rounds %s, model %s", dataset, k, k0, sizes, arch[0])
+        datasets[dataset] = Prepared(train, test, k, k0, sizes, arch)
+    return device, datasets
+
+
+def run_seed(cfg: ActiveConfig, run: Run, dataset: str, p: Prepared, normalize: Normalize,
+             device: torch.device, seed: int) -> dict[str, dict]:
+    """Every method on one dataset and seed, each method a unit a resumed run reads back; the
+    shared model M is trained only when some method still needs it."""
+    initial = torch.randperm(len(p.train), generator=make_generator(seed, "initial"))[:p.k0]
+    initial = initial.to(device)
+    model0: list[torch.nn.Module] = []
+
+    def method_seed(method: str) -> dict:
+        if not model0:
+            model0.append(_train(cfg, p.arch, p.train.subset(initial), None, normalize,
+                                 device, seed))
+        out = run_method(cfg, method, p.arch, p.train, p.test, normalize, initial, model0[0],
+                         p.sizes, device, seed)
+        log.info("%s seed %d %-16s acc %.4f  (%d inferences, %d loss queries, selection "
+                 "%.1fs, total %.1fs)", dataset, seed, method, out["accuracy"],
+                 out["inferences"], out["loss_queries"], out["selection_seconds"],
+                 out["seconds"])
+        return {**out, "seed": seed}
+
+    return {method: run.unit(f"{dataset}/seed{seed}/{method}", partial(method_seed, method))
+            for method in cfg.methods}
+
+
+def run(cfg: ActiveConfig, run: Run, prepared: tuple[torch.device, dict[str, Prepared]]
+        ) -> dict:
+    device, datasets = prepared
+    run.device = str(device)
+    results: dict[str, dict[str, list[dict]]] = {}
+    for dataset, p in datasets.items():
+        normalize = Normalize.from_dataset(p.train)  # pixel statistics need no labels
+        log.info("%s: k=%d, k'=%d, rounds %s, model %s", dataset, p.k, p.k0, p.sizes,
+                 p.arch[0])
         results[dataset] = {m: [] for m in cfg.methods}
         for seed in for_seeds(cfg):
-            generator = make_generator(seed, "initial")
-            initial = torch.randperm(len(train), generator=generator)[:k0].to(device)
-            model0 = _train(cfg, arch, train.subset(initial), None, normalize, device, seed)
-            for method in cfg.methods:
-                out = run_method(cfg, method, arch, train, test, normalize, initial, model0,
-                                 sizes, device, seed)
-                out["seed"] = seed
+            for method, out in run_seed(cfg, run, dataset, p, normalize, device, seed).items():
                 results[dataset][method].append(out)
-                log.info("%s seed %d %-16s acc %.4f  (%d inferences, %d loss queries, "
-                         "selection %.1fs, total %.1fs)", dataset, seed, method,
-                         out["accuracy"], out["inferences"], out["loss_queries"],
-                         out["selection_seconds"], out["seconds"])
     return report(cfg, run, results)
 
 
@@ -280,11 +321,13 @@ register_study(Study(
     help="active learning: clustering-based sensitivity sampling vs margin, entropy, random",
     config=ActiveConfig,
     run=run,
+    prepare=prepare,
     flags=(
         Flag("--datasets", "datasets", "datasets to run", nargs="+"),
         Flag("--methods", "methods", "acquisition methods to compare", nargs="+"),
         Flag("--budget", "budget", "total labelled budget k (0: whole training split)"),
-        Flag("--initial-fraction", "initial_fraction", "fraction of k drawn at random first"),
+        Flag("--initial-fraction", "initial_fraction",
+             "fraction of k drawn at random first, in (0, 1)"),
         Flag("--rounds", "rounds", "acquisition rounds (> 1: learning curve)"),
         Flag("--runs", "runs", "number of seeds"),
         Flag("--clusters", "clusters", "coreset clusters (0: 10%% of the acquisition)"),

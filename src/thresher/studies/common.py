@@ -14,10 +14,13 @@ from thresher.data.sources import get_source
 from thresher.models import build
 from thresher.runs.config import ConfigError, check_positive
 from thresher.seeding import derive_seed
-from thresher.train.device import check_device_name
+from thresher.train.device import choose_device
 
-SEED_HELP = ("root random seed (>= 0): every random stream of the run — data order, "
-             "initialisation, augmentation, selection — is derived from it")
+MAX_SEED = 2**32 - 1  # NumPy's global seed is 32-bit: larger seeds would alias smaller ones
+SEED_HELP = (f"root random seed (0 to {MAX_SEED}): every random stream of the run — data "
+             "order, initialisation, augmentation, selection — is derived from it")
+THREADS_HELP = ("torch CPU threads (0: one per core); CPU results are bit-identical only at the "
+                "same count, which each run records")
 
 
 @dataclass
@@ -27,13 +30,17 @@ class CommonConfig:
     seed: int = 0  # see SEED_HELP
     device: str = "auto"  # auto: cuda > mps > cpu
     data_dir: str | None = None  # None: $THRESHER_DATA, else ./data
+    threads: int = 0  # see THREADS_HELP
+
 
     def validate(self) -> None:
         try:
             derive_seed(self.seed)
-            check_device_name(self.device)
+            choose_device(self.device)  # named and present on this machine
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        check_seeds(self.seed, 1)
+        check_positive("threads", self.threads, allow_zero=True)
 
 
 @dataclass
@@ -46,14 +53,19 @@ class StudyConfig(CommonConfig):
     def validate(self) -> None:
         super().validate()
         check_positive("runs", self.runs)
+        check_seeds(self.seed, self.runs)
+
+
+def check_seeds(seed: int, runs: int) -> None:
+    """Seeds ``seed .. seed+runs-1`` must all be distinct streams: within [0, MAX_SEED]."""
+    if seed + runs - 1 > MAX_SEED:
+        last = f" (with runs={runs} the last seed is {seed + runs - 1})" if runs > 1 else ""
+        raise ConfigError(f"seed {seed} is out of range{last}: seeds go from 0 to {MAX_SEED}")
 
 
 def for_seeds(cfg: StudyConfig) -> Iterator[int]:
-    """The seeds a study repeats its work over: ``seed, seed+1, ..., seed+runs-1``.
-
-    Every study's seed loop goes through here, so what applies to all of them (e.g. skipping
-    seeds a resumed run already finished) is written once.
-    """
+    """The seeds a study repeats its work over: ``seed, seed+1, ..., seed+runs-1``. Each seed's
+    work is a unit (`Run.unit`) that a resumed run reads back instead of repeating."""
     yield from range(cfg.seed, cfg.seed + cfg.runs)
 
 

@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,16 @@ from thresher.data.corrupt import (
     get_preset,
     is_release,
 )
-from thresher.data.corrupted import ORIGINS, load_corrupted
+from thresher.data.corrupted import (
+    ORIGINS,
+    check_release_folder,
+    load_corrupted,
+    release_folder,
+)
 from thresher.data.pipeline import Normalize
 from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.report import format_table
-from thresher.runs.store import Run, atomic_path
+from thresher.runs.store import Run, RunStore, atomic_path
 from thresher.studies import Command, Flag, Study, register_command, register_study
 from thresher.studies.common import SEED_HELP, CommonConfig
 from thresher.train import choose_device, evaluate
@@ -95,44 +101,78 @@ class RobustnessConfig(CommonConfig):
 Model = tuple[torch.nn.Module, Normalize, dict]
 
 
-def run(cfg: RobustnessConfig, run: Run) -> dict:
+@dataclass
+class Prepared:
+    """The checkpoints and data of one robustness run, found and checked before it opens."""
+
+    device: torch.device
+    groups: dict[str, list[Model]]  # "model", and "reference" for a train run as reference
+    reference: dict | None  # a finished robustness run's saved grid
+    dataset: str
+    full: ArrayDataset  # the clean test split
+    rows: torch.Tensor | None  # the evaluated rows with --limit
+
+
+def prepare(cfg: RobustnessConfig, store: RunStore) -> Prepared:
+    """Find the referenced runs, load their checkpoints and the test split, and check that
+    they fit together — before any run record exists."""
     device = choose_device(cfg.device)
-    run.device = str(device)
-    reference_dir = run.store.get(cfg.reference).path if cfg.reference else None  # fail early
+    reference_dir = store.get(cfg.reference).path if cfg.reference else None
     reference = _saved_reference(reference_dir, cfg) if reference_dir is not None else None
-    folder = run.store.get(cfg.run).path if cfg.run else None
+    folder = None
+    if cfg.run:
+        record = store.get(cfg.run)
+        if record.status != "completed":
+            log.warning("run %s is %s, not completed: evaluating the checkpoints it saved",
+                        record.id, record.status)
+        folder = record.path
     groups = {"model": _load_models(cfg.checkpoint, folder, device)}
     if reference_dir is not None and reference is None:  # a train run: evaluated alongside
         groups["reference"] = _load_models(None, reference_dir, device)
-    models = groups["model"]
-    dataset = cfg.dataset or models[0][2]["dataset"]
+    trained_on = groups["model"][0][2]["dataset"]
+    dataset = cfg.dataset or trained_on
+    if dataset != trained_on:
+        log.warning("the model was trained on %s and is evaluated on %s", trained_on, dataset)
     full = load(dataset, "test", data_dir=cfg.data_dir).to(device)
+    for models in groups.values():
+        for _, _, info in models:
+            if tuple(info["in_shape"]) != tuple(full.in_shape) or \
+                    info["num_classes"] != full.num_classes:
+                raise DataError(
+                    f"checkpoint {info['path']} takes {_shape(info['in_shape'])} images of "
+                    f"{info['num_classes']} classes ({info['dataset']}); {dataset} has "
+                    f"{_shape(full.in_shape)} images of {full.num_classes} classes")
     rows = None
     if 0 < cfg.limit < len(full):  # evenly spaced: class-sorted splits keep every class
         rows = torch.arange(cfg.limit) * len(full) // cfg.limit
-    test = full if rows is None else full.subset(rows)
-    sources: set[str] = set()
+    return Prepared(device, groups, reference, dataset, full, rows)
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))
+
+
+def run(cfg: RobustnessConfig, run: Run, p: Prepared) -> dict:
+    run.device = str(p.device)
+    test = p.full if p.rows is None else p.full.subset(p.rows)
 
     def cell(name: str, severity: int) -> ArrayDataset:
         """One corrupted test split (of the evaluated rows), published or generated."""
-        data = load_corrupted(dataset, name, severity, "test", cfg.data_dir, preset=cfg.preset,
-                              seed=cfg.seed, source=cfg.source, clean=full, rows=rows)
-        sources.add(data.meta["source"])
-        return data
+        return load_corrupted(p.dataset, name, severity, "test", cfg.data_dir,
+                              preset=cfg.preset, seed=cfg.seed, source=cfg.source, clean=p.full,
+                              rows=p.rows)
 
-    def save_partial(clean: float, grid: dict) -> None:  # an interrupted run keeps its rows
-        run.save_json("robustness.json", {"partial": True, "clean_accuracy": clean,
-                                          "accuracy": grid})
-
-    results = _evaluate_all(groups, test, cell, cfg, save_partial)
+    results, sources = _evaluate_all(p.groups, test, cell, cfg, run)
     result = results["model"]
-    result.update(dataset=dataset, preset=cfg.preset, seed=cfg.seed, test_images=len(test),
+    models = p.groups["model"]
+    result.update(dataset=p.dataset, preset=cfg.preset, seed=cfg.seed, test_images=len(test),
                   source="+".join(sorted(sources)),
                   checkpoints=[m[2]["path"] for m in models])
-    if reference_dir is not None:
-        if reference is None:
-            reference = {**results["reference"],
-                         "checkpoints": [m[2]["path"] for m in groups["reference"]]}
+    reference = p.reference
+    if "reference" in p.groups:
+        reference = {**results["reference"],
+                     "checkpoints": [m[2]["path"] for m in p.groups["reference"]]}
+    if reference is not None:
         result.update(corruption_errors(result, reference))
         result["reference"] = {k: reference[k] for k in ("clean_accuracy", "accuracy",
                                                           "checkpoints") if k in reference}
@@ -159,35 +199,51 @@ def _load_models(checkpoint: str | None, folder: Path | None,
                                     "robustness.json); robustness needs a train run")
     models = []
     for path in paths:
-        model, norm, ckpt = load_checkpoint(path, device)
-        models.append((model, norm, {"dataset": ckpt["dataset"], "path": str(path)}))
+        try:
+            model, norm, ckpt = load_checkpoint(path, device)
+        except Exception as e:  # torch raises many types for a file that is not a checkpoint
+            raise DataError(f"{path} is not a thresher checkpoint (a model-seed<N>.pt written "
+                            f"by `thresher train`): {type(e).__name__}: "
+                            f"{str(e).splitlines()[0] if str(e) else ''}") from None
+        models.append((model, norm, {"dataset": ckpt["dataset"], "path": str(path),
+                                     "in_shape": ckpt["in_shape"],
+                                     "num_classes": ckpt["num_classes"]}))
     return models
 
 
 def _evaluate_all(groups: dict[str, list[Model]], test: ArrayDataset,
                   cell: Callable[[str, int], ArrayDataset], cfg: RobustnessConfig,
-                  on_row: Callable[[float, dict], None] | None = None) -> dict[str, dict]:
+                  run: Run) -> tuple[dict[str, dict], set[str]]:
     """Per group of checkpoints (the model, maybe a reference), the accuracy (mean over the
-    group) on the clean split and on every cell, each cell built once for all groups.
-    ``on_row`` sees the model's grid after each corruption."""
+    group) on the clean split and on every cell, each cell built once for all groups; and where
+    the cells came from (published or generated). The clean split and each corruption's row are
+    units: a resumed run reads them back."""
     def accuracy(models: list[Model], data: ArrayDataset) -> float:
         return float(np.mean([evaluate(m, data, normalize=n, batch_size=cfg.batch_size)
                               ["accuracy"] for m, n, _ in models]))
 
-    clean = {g: accuracy(models, test) for g, models in groups.items()}
-    grids: dict[str, dict[str, dict[int, float]]] = {g: {} for g in groups}
-    for name in cfg.corruptions:
+    def row(name: str) -> dict:
         started = time.perf_counter()
+        out: dict[str, list[float]] = {g: [] for g in groups}
+        sources = set()
         for severity in cfg.severities:
             data = cell(name, severity)
+            sources.add(data.meta["source"])
             for g, models in groups.items():
-                grids[g].setdefault(name, {})[severity] = accuracy(models, data)
-        log.info("%-18s %s  (%.0f s)", name,
-                 " ".join(f"{100 * a:5.1f}" for a in grids["model"][name].values()),
+                out[g].append(accuracy(models, data))
+        log.info("%-18s %s  (%.0f s)", name, " ".join(f"{100 * a:5.1f}" for a in out["model"]),
                  time.perf_counter() - started)
-        if on_row is not None:
-            on_row(clean["model"], grids["model"])
-    return {g: summarise(clean[g], grids[g]) for g in groups}
+        return {"accuracy": out, "sources": sorted(sources)}
+
+    clean = run.unit("clean", lambda: {g: accuracy(models, test) for g, models in groups.items()})
+    grids: dict[str, dict[str, dict[int, float]]] = {g: {} for g in groups}
+    sources: set[str] = set()
+    for name in cfg.corruptions:
+        done = run.unit(f"corruption/{name}", partial(row, name))
+        sources.update(done["sources"])
+        for g in groups:
+            grids[g][name] = dict(zip(cfg.severities, done["accuracy"][g]))
+    return {g: summarise(clean[g], grids[g]) for g in groups}, sources
 
 
 def summarise(clean: float, grid: dict[str, dict[int, float]]) -> dict:
@@ -227,9 +283,6 @@ def _saved_reference(folder: Path, cfg: RobustnessConfig) -> dict | None:
     if not saved.is_file():
         return None
     data = json.loads(saved.read_text())
-    if data.get("partial"):
-        raise ValueError(f"reference {folder} did not finish: its robustness.json holds only "
-                         f"{', '.join(data['accuracy']) or 'no corruptions'}")
     data["accuracy"] = {c: {int(s): a for s, a in row.items()}
                         for c, row in data["accuracy"].items()}
     missing = [f"{c} {s}" for c in cfg.corruptions for s in cfg.severities
@@ -291,6 +344,7 @@ register_study(Study(
     help="accuracy of a trained model under the 15 common corruptions x 5 severities",
     config=RobustnessConfig,
     run=run,
+    prepare=prepare,
     flags=(
         Flag("--run", "run", "train run to evaluate (id, name or directory)"),
         Flag("--checkpoint", "checkpoint", "or one checkpoint file (model-seed<N>.pt)"),
@@ -308,7 +362,9 @@ register_study(Study(
 
 def _corrupt_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="cifar10", help="dataset to corrupt (default cifar10)")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (written whole at the end)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty --out (its files go once the new set is complete)")
     p.add_argument("--split", default="test", help="split to corrupt (default test)")
     p.add_argument("--corruptions", nargs="+", default=list(BENCHMARK), metavar="NAME",
                    help=f"default: the 15 benchmark corruptions; choices: {', '.join(CORRUPTIONS)}")
@@ -326,23 +382,25 @@ def _corrupt(args: argparse.Namespace) -> int:
             check(name, severity)
     get_preset(args.preset)
     check_resources(args.corruptions)
-    out = Path(args.out)
+
+    out = check_release_folder(args.out, args.overwrite)  # a bad --out fails before the work
     data = load(args.dataset, args.split, data_dir=args.data_dir).to(choose_device(args.device))
     started = time.perf_counter()
-    bar = tqdm(total=len(args.corruptions) * len(args.severities), unit="set",
-               desc=f"corrupting {data.name}/{args.split}")
-    for name in args.corruptions:
-        parts = []
-        for severity in args.severities:
-            bar.set_postfix_str(f"{name} {severity}")
-            images = corrupt_dataset(data, name, severity, args.preset, args.seed).images
-            parts.append(images.permute(0, 2, 3, 1).cpu().numpy())
-            bar.update()
-        _save_npy(out / f"{name}.npy", np.concatenate(parts))
-    bar.close()
-    labels = data.labels.cpu().numpy()
-    dtype = np.uint8 if data.num_classes <= 256 else np.int64
-    _save_npy(out / "labels.npy", np.tile(labels, len(args.severities)).astype(dtype))
+    with release_folder(out, args.overwrite) as stage:  # a whole new set, or the old one
+        bar = tqdm(total=len(args.corruptions) * len(args.severities), unit="set",
+                   desc=f"corrupting {data.name}/{args.split}")
+        for name in args.corruptions:
+            parts = []
+            for severity in args.severities:
+                bar.set_postfix_str(f"{name} {severity}")
+                images = corrupt_dataset(data, name, severity, args.preset, args.seed).images
+                parts.append(images.permute(0, 2, 3, 1).cpu().numpy())
+                bar.update()
+            _save_npy(stage / f"{name}.npy", np.concatenate(parts))
+        bar.close()
+        labels = data.labels.cpu().numpy()
+        dtype = np.uint8 if data.num_classes <= 256 else np.int64
+        _save_npy(stage / "labels.npy", np.tile(labels, len(args.severities)).astype(dtype))
     print(f"wrote {len(args.corruptions)} corruptions x {len(args.severities)} severities of "
           f"{len(data)} {data.name} {args.split} images to {out} in "
           f"{time.perf_counter() - started:.0f} s")

@@ -7,14 +7,18 @@ CI over seeds, with one checkpoint per seed (what `thresher robustness --run` ev
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.models import build
 from thresher.runs.report import comparison_table
-from thresher.runs.store import Run
+from thresher.runs.store import Run, RunStore
 from thresher.seeding import set_seed
 from thresher.studies import Flag, Study, register_study
 from thresher.studies.common import StudyConfig, check_dataset_and_model, for_seeds, load_data
@@ -42,39 +46,56 @@ class TrainConfig(StudyConfig):
                                 self.dataset_options)
 
 
-def run(cfg: TrainConfig, run: Run) -> dict:
+def prepare(cfg: TrainConfig, store: RunStore) -> tuple[torch.device, ArrayDataset,
+                                                        ArrayDataset]:
+    """The device and the data, found and read before the run is opened."""
     device = choose_device(cfg.device)
+    return (device, *load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options))
+
+
+def train_seed(cfg: TrainConfig, run: Run, train: ArrayDataset, test: ArrayDataset,
+               normalize: Normalize, device: torch.device, seed: int) -> dict:
+    """One seed: train, evaluate, save the checkpoint; the unit a resumed run skips."""
+    set_seed(seed)
+    model = build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
+    started = time.perf_counter()
+    result = fit(model, train, cfg.fit, val=test, normalize=normalize, device=device,
+                 seed=seed, on_epoch=_log_epoch)
+    seconds = time.perf_counter() - started
+    scores = evaluate(model, test, normalize=normalize)
+    run.save_torch(f"model-seed{seed}.pt",
+                   checkpoint(model, cfg.model, cfg.model_options, train, normalize))
+    return {"seed": seed, "test_acc": scores["accuracy"], "test_loss": scores["loss"],
+            "train_seconds": seconds,
+            "images_per_s": len(train) * len(result.history) / result.seconds,
+            "history": result.history}
+
+
+def run(cfg: TrainConfig, run: Run, data: tuple[torch.device, ArrayDataset,
+                                                ArrayDataset]) -> dict:
+    device, train, test = data
     run.device = str(device)
-    train, test = load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options)
     normalize = Normalize.from_dataset(train)
-    per_seed = []
-    for seed in for_seeds(cfg):
-        set_seed(seed)
-        model = build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
-        started = time.perf_counter()
-        result = fit(model, train, cfg.fit, val=test, normalize=normalize, device=device,
-                     seed=seed, on_epoch=_log_epoch)
-        seconds = time.perf_counter() - started
-        scores = evaluate(model, test, normalize=normalize)
-        per_seed.append({"seed": seed, "test_acc": scores["accuracy"],
-                         "test_loss": scores["loss"], "train_seconds": seconds,
-                         "images_per_s": len(train) * len(result.history) / result.seconds,
-                         "history": result.history})
-        run.save_torch(f"model-seed{seed}.pt",
-                       checkpoint(model, cfg.model, cfg.model_options, train, normalize))
+    per_seed = [run.unit(f"seed{seed}", lambda seed=seed: train_seed(
+                    cfg, run, train, test, normalize, device, seed))
+                for seed in for_seeds(cfg)]
     run.save_json("per_seed.json", per_seed)
     table = comparison_table({f"{cfg.model} on {cfg.dataset}": [r["test_acc"] for r in per_seed]},
                              metric_name="test accuracy (%)", scale=100)
     run.save_results(table)
     accs = [r["test_acc"] for r in per_seed]
     return {
-        "test_acc": sum(accs) / len(accs),
         "test_acc_per_seed": accs,
-        "test_loss": sum(r["test_loss"] for r in per_seed) / len(per_seed),
-        "train_seconds": sum(r["train_seconds"] for r in per_seed) / len(per_seed),
-        "images_per_s": sum(r["images_per_s"] for r in per_seed) / len(per_seed),
+        **{key: _mean([r[key] for r in per_seed])
+           for key in ("test_acc", "test_loss", "train_seconds", "images_per_s")},
         "train_size": len(train), "test_size": len(test),
     }
+
+
+def _mean(values: list[float | None]) -> float:
+    """The mean; NaN when a value is (a diverged seed under ``fit.nonfinite=warn`` reads back
+    its NaN loss as None)."""
+    return math.nan if None in values else sum(values) / len(values)
 
 
 register_study(Study(
@@ -82,6 +103,7 @@ register_study(Study(
     help="plain supervised training: the baseline every study compares against",
     config=TrainConfig,
     run=run,
+    prepare=prepare,
     flags=(
         Flag("--dataset", "dataset", "dataset name (see `thresher datasets`)"),
         Flag("--model", "model", "model name (see `thresher models`)"),

@@ -2,8 +2,9 @@
 one pass), optimisers and schedules by name, device choice."""
 
 from thresher.seeding import set_seed
-from thresher.train.device import choose_device
+from thresher.train.device import choose_device, default_threads, set_threads
 from thresher.train.engine import (
+                                   Diverged,
                                    FitConfig,
                                    FitResult,
                                    LossFn,
@@ -24,8 +25,9 @@ from thresher.train.predict import Outputs, last_layer_grad_embeddings, predict
 from thresher.train.schedules import SCHEDULES, LossSpikeScheduler, build_schedule
 
 __all__ = [
-    "FitConfig", "FitResult", "LossFn", "LossSpikeScheduler", "OPTIMIZERS", "Outputs",
+    "Diverged", "FitConfig", "FitResult", "LossFn", "LossSpikeScheduler", "OPTIMIZERS", "Outputs",
     "SCHEDULES", "Step", "build_optimizer", "build_schedule", "choose_device", "cross_entropy",
-    "evaluate", "fit", "forward_batches", "last_layer_grad_embeddings", "optimizer_options",
-    "param_groups", "predict", "register_optimizer", "set_seed",
+    "default_threads", "evaluate", "fit", "forward_batches", "last_layer_grad_embeddings",
+    "optimizer_options", "param_groups", "predict", "register_optimizer", "set_seed",
+    "set_threads",
 ]

@@ -1,6 +1,8 @@
-"""Device choice: cuda > mps > cpu unless the user names one."""
+"""Device choice: cuda > mps > cpu unless the user names one; torch's CPU thread count."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -27,3 +29,20 @@ def choose_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise ValueError("device 'mps' requested but MPS is not available on this machine")
     return torch.device(name)
+
+
+def default_threads() -> int:
+    """The CPU thread count `set_threads(0)` picks: one per core this process may use (torch's
+    own default). With the passive wait policy the CLI sets (`thresher.threads`) it is the
+    fastest on an idle machine and keeps the most speed beside a neighbour's torch job; one
+    thread costs ~45% idle (`benchmarks/contention.py`)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def set_threads(threads: int) -> int:
+    """Run torch's CPU operators on ``threads`` threads (0: `default_threads`); returns the
+    count in effect."""
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0 (0: one per core), got {threads}")
+    torch.set_num_threads(threads or default_threads())
+    return torch.get_num_threads()

@@ -15,12 +15,18 @@ Studies change what one step does through a few plain callables instead of writi
   them (statistics) or rewrite them (gradient surgery) before the optimiser steps.
 - ``after_step(step)``: after the optimiser and schedule have stepped, with the batch's
   per-example losses (e.g. to keep a loss history or drive an agent).
+
+A non-finite epoch loss (training, or validation when evaluated) raises `Diverged` by default
+(``nonfinite="stop"``), so a blown-up run fails instead of being recorded as finished. It is
+read from the per-epoch sum the loop syncs anyway: once a NaN or inf enters the sum it stays,
+so checking once per epoch costs nothing per step.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -35,12 +41,20 @@ from tqdm.auto import tqdm
 
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Batch, BatchLoader, Normalize, to_float
+from thresher.registry import did_you_mean
 from thresher.train.device import choose_device
 from thresher.train.optimizers import build_optimizer, check_optimizer
 from thresher.train.schedules import SCHEDULES, build_schedule
 
 Switch = Literal["auto", "on", "off"]
+NONFINITE = ("stop", "warn")  # what `fit` does when an epoch's loss is NaN or infinite
 log = logging.getLogger(__name__)
+
+
+class Diverged(RuntimeError):
+    """Training produced a non-finite loss (``fit.nonfinite="stop"``)."""
+
+    run_status = "diverged"  # how the run store records a run this ends
 
 
 @dataclass
@@ -65,6 +79,7 @@ class FitConfig:
     channels_last: Switch = "auto"  # auto: on for convolutional models
     amp: Switch = "auto"  # auto: bfloat16/float16 autocast on CUDA only
     progress: bool = True
+    nonfinite: str = "stop"  # on a NaN/inf epoch loss: stop (raise Diverged) or warn once
 
     def validate(self) -> None:
         from thresher.data.augment import POLICIES
@@ -80,6 +95,11 @@ class FitConfig:
             raise ValueError("fit.early_stopping and fit.eval_every must be >= 0")
         if not 0 <= self.label_smoothing < 1:
             raise ValueError(f"fit.label_smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.nonfinite not in NONFINITE:
+            close = did_you_mean(self.nonfinite, NONFINITE)
+            hint = f"; did you mean {close!r}?" if close else ""
+            raise ValueError(f"fit.nonfinite must be one of {', '.join(map(repr, NONFINITE))}, "
+                             f"got {self.nonfinite!r}{hint}")
         for key, check in (("schedule", lambda: SCHEDULES.get(self.schedule)),
                            ("augment", lambda: POLICIES.get(self.augment)),
                            ("optimizer", lambda: check_optimizer(self.optimizer,
@@ -190,6 +210,7 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
                                   and cfg.amp != "off" and not torch.cuda.is_bf16_supported())
     result = FitResult(normalize=normalize)
     best_acc, best_state, stale, steps, scheduled = -1.0, None, 0, 0, 0
+    warned = False
     start = time.perf_counter()
     bar = tqdm(total=per_epoch * cfg.epochs, disable=not cfg.progress or not sys.stderr.isatty(),
                unit="batch", leave=False, desc=f"fit {type(model).__name__}")
@@ -229,10 +250,12 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
                "seconds": time.perf_counter() - start}
         if rows is not None:
             row["examples"] = seen
+        warned = _check_finite(row, "train_loss", cfg, warned, bar)
         if val is not None and cfg.eval_every and (epoch % cfg.eval_every == 0
                                                    or epoch == cfg.epochs):
             scores = evaluate(model, val, normalize=normalize, device=device, amp=cfg.amp)
             row.update(val_loss=scores["loss"], val_acc=scores["accuracy"])
+            warned = _check_finite(row, "val_loss", cfg, warned, bar)
             if scores["accuracy"] > best_acc:
                 best_acc, stale, result.best_epoch = scores["accuracy"], 0, epoch
                 if cfg.early_stopping:
@@ -252,6 +275,21 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _check_finite(row: dict, key: str, cfg: FitConfig, warned: bool, bar: tqdm) -> bool:
+    """Raise `Diverged` (or warn once per fit) when ``row[key]`` is NaN or infinite, so a
+    blown-up run is not recorded as finished; returns whether the warning has been given."""
+    value = row[key]
+    if math.isfinite(value):
+        return warned
+    what = f"training diverged at epoch {row['epoch']}: {key}={value} (fit.lr={cfg.lr:g})"
+    if cfg.nonfinite == "stop":
+        bar.close()
+        raise Diverged(f"{what}; lower fit.lr or set fit.nonfinite=warn to carry on")
+    if not warned:
+        log.warning("%s; carrying on (fit.nonfinite=warn), later ones are not reported", what)
+    return True
 
 
 def forward_batches(model: nn.Module, data: ArrayDataset, normalize: Normalize | None, *,

@@ -10,6 +10,8 @@ paired tests compare like with like.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
+from functools import partial
 
 import torch
 
@@ -17,8 +19,8 @@ from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.data.streams import make_stream, num_outputs
 from thresher.models import build
-from thresher.runs.store import Run
-from thresher.runs.track import make_tracker
+from thresher.runs.store import Run, RunStore
+from thresher.runs.track import Tracker, make_tracker
 from thresher.seeding import set_seed
 from thresher.studies import Command, Flag, Study, register_study
 from thresher.studies.common import for_seeds, load_data
@@ -47,38 +49,58 @@ def _joined(tasks: list[ArrayDataset]) -> ArrayDataset:
                         list(first.classes), first.name)
 
 
-def run(cfg: ContinualConfig, run: Run) -> dict:
+def prepare(cfg: ContinualConfig, store: RunStore) -> tuple[torch.device, ArrayDataset,
+                                                           ArrayDataset]:
+    """The device and the data, found and read before the run is opened."""
     device = choose_device(cfg.device)
+    return (device, *load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options))
+
+
+def run_seed(cfg: ContinualConfig, run: Run, train: ArrayDataset, test: ArrayDataset,
+             normalize: Normalize, device: torch.device, tracker: Tracker,
+             seed: int) -> list[dict]:
+    """Every learner on one seed's stream, each learner a unit a resumed run reads back; the
+    stream is cut only when some learner still needs it."""
+    stream, num_tasks = cfg.stream, cfg.num_tasks
+    outputs = num_outputs(stream.kind, train.num_classes, num_tasks, stream.scenario)
+    tasks: list = []
+
+    def learner_seed(name: str) -> dict:
+        if not tasks:
+            tasks.extend(make_stream(stream.kind, train, test, num_tasks, seed=seed,
+                                     max_angle=stream.max_angle, scenario=stream.scenario,
+                                     train_per_task=cfg.train_per_task,
+                                     test_per_task=cfg.test_per_task,
+                                     share_test=stream.share_test))
+        set_seed(seed)
+        model = build(cfg.model, outputs, train.in_shape, **cfg.model_options).to(device)
+        learner = build_learner(name, model, cfg, outputs, train.in_shape, device, seed)
+        phases = [_joined([t.train for t in tasks])] if name == "joint" else \
+            [t.train for t in tasks]
+        tracker.start(f"{name}-seed{seed}", {"learner": name, "run_seed": seed})
+        result = train_stream(learner, phases, [t.test for t in tasks], cfg.fit, normalize,
+                              seed, on_point=lambda p: tracker.log(tracked_point(p), p["batch"]),
+                              name=f"{name} seed {seed}")
+        tracker.finish(tracked_final(result))
+        log.info("%s seed %d: average accuracy %.4f, forgetting %.4f", name, seed,
+                 result["avg_acc"], result["forgetting"])
+        return {"learner": name, "seed": seed, **result}
+
+    return [run.unit(f"{name}/seed{seed}", partial(learner_seed, name)) for name in cfg.learners]
+
+
+def run(cfg: ContinualConfig, run: Run,
+        data: tuple[torch.device, ArrayDataset, ArrayDataset]) -> dict:
+    device, train, test = data
     run.device = str(device)
-    if device.type == "cpu":  # more threads only add synchronisation to such small operations
-        torch.set_num_threads(cfg.threads)
-    train, test = load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options)
+    cfg = replace(cfg, fit=cfg.effective_fit)  # --lite's training settings, where it sets them
     normalize = Normalize.from_dataset(train)
     stream, num_tasks = cfg.stream, cfg.num_tasks
     outputs = num_outputs(stream.kind, train.num_classes, num_tasks, stream.scenario)
     tracker = make_tracker(cfg.track, "thresher-continual", run.name, cfg, cfg.track_uri)
-    per_run: list[dict] = []
-    for seed in for_seeds(cfg):
-        tasks = make_stream(stream.kind, train, test, num_tasks, seed=seed,
-                            max_angle=stream.max_angle, scenario=stream.scenario,
-                            train_per_task=cfg.train_per_task, test_per_task=cfg.test_per_task,
-                            share_test=stream.share_test)
-        tests = [t.test for t in tasks]
-        for name in cfg.learners:
-            set_seed(seed)
-            model = build(cfg.model, outputs, train.in_shape, **cfg.model_options).to(device)
-            learner = build_learner(name, model, cfg, outputs, train.in_shape, device, seed)
-            phases = [_joined([t.train for t in tasks])] if name == "joint" else \
-                [t.train for t in tasks]
-            tracker.start(f"{name}-seed{seed}", {"learner": name, "run_seed": seed})
-            result = train_stream(learner, phases, tests, cfg.fit, normalize, seed,
-                                  on_point=lambda p: tracker.log(tracked_point(p), p["batch"]),
-                                  name=f"{name} seed {seed}")
-            tracker.finish(tracked_final(result))
-            per_run.append({"learner": name, "seed": seed, **result})
-            run.save_json("per_run.json", per_run)  # what is done survives an interruption
-            log.info("%s seed %d: average accuracy %.4f, forgetting %.4f", name, seed,
-                     result["avg_acc"], result["forgetting"])
+    per_run = [r for seed in for_seeds(cfg)
+               for r in run_seed(cfg, run, train, test, normalize, device, tracker, seed)]
+    run.save_json("per_run.json", per_run)
     learners = {name: {key: [r[key] for r in per_run if r["learner"] == name]
                        for key, _, _ in SCORES}
                 for name in cfg.learners}
@@ -96,6 +118,7 @@ register_study(Study(
     help="continual learning on task streams: naive, joint, ER, A-GEM and task-agnostic A-GEM",
     config=ContinualConfig,
     run=run,
+    prepare=prepare,
     flags=(
         Flag("--dataset", "dataset", "dataset name (see `thresher datasets`)"),
         Flag("--stream", "stream.kind", "permutation, rotation or class_split"),

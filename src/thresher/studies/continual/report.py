@@ -27,9 +27,10 @@ SCORES = (("avg_acc", "avg accuracy (%)", 100.0), ("inc_acc", "incremental acc (
           ("bwt", "BWT (%)", 100.0), ("seconds_per_task", "s / task", 1.0))
 
 
-def mean_ci(values: Sequence[float], scale: float = 1.0) -> str:
-    """``"81.20 ± 0.95"``; "n/a" when no value is a number (forgetting of ``joint``)."""
-    finite = [v for v in values if not math.isnan(v)]
+def mean_ci(values: Sequence[float | None], scale: float = 1.0) -> str:
+    """``"81.20 ± 0.95"``; "n/a" when no value is a number (forgetting of ``joint``: NaN, or
+    null once read back from JSON)."""
+    finite = [v for v in values if v is not None and not math.isnan(v)]
     return format_mean_ci(summarize(finite), 2, scale) if finite else "n/a"
 
 
