@@ -24,22 +24,25 @@ machine (check ``uptime``):
                                     [--images N] [--trials 3]
 
 Found on the 2-core development CPU (torch 2.13, 3 trials; ratio of median images/s to (a)
-idle; (a) idle was ~1,000 images/s for train, ~390,000 for the pipeline):
+idle; (a) idle was ~1,000 images/s for train, ~400,000-430,000 for the pipeline):
 
     setting              train: idle  loop  torch    pipeline: idle  loop  torch
-    (a) default threads        1.00   0.34  0.29               1.00  0.32  0.13
-    (b) default + PASSIVE      0.89   0.44  0.46               0.50  0.58  0.58
-    (c) 1 thread               0.54   0.54  0.40               0.65  0.64  0.48
-    (d) 1 thread + PASSIVE     0.53   0.54  0.39               0.65  0.64  0.46
+    (a) default threads        1.00   0.34  0.29               1.00  0.33  0.13
+    (b) default + PASSIVE      0.89   0.44  0.46               0.50  0.56  0.52
+    (c) 1 thread               0.54   0.54  0.40               0.63  0.64  0.36
+    (d) 1 thread + PASSIVE     0.53   0.54  0.39               0.62  0.65  0.37
 
-With another process busy, the default policy loses two thirds of training speed (and up to
-7/8 of the pipeline's). PASSIVE at the default thread count keeps the most beside a torch
-neighbour and is second to one thread beside the pinned loop, for ~11% of idle training speed;
-one thread costs ~45% idle. So the CLI sets PASSIVE before torch loads
-(`thresher.threads`) and keeps one thread per core (`thresher.train.device.set_threads`).
-A short spin instead (GOMP_SPINCOUNT=10000) kept idle speed but not speed under contention
-(0.28 with the torch neighbour). Repeat runs moved single cells by up to ~0.3 (the pipeline
-under the torch neighbour most), so read the table for its direction.
+With another process busy, the default policy loses two thirds of training speed and up to 7/8
+of the pipeline's. PASSIVE at the default thread count has the best worst case of every setting
+in both workloads (0.44 train, 0.50 pipeline, against 0.29 and 0.13 for the default), for ~11%
+of idle training speed (half of the bare pipeline's, whose parallel regions are short enough
+for the wake-up to show); one thread costs ~45% of idle training speed. So the CLI sets PASSIVE
+before torch loads (`thresher.threads`) and keeps one thread per core
+(`thresher.train.device.set_threads`, `--threads N` to choose). Short spins instead of PASSIVE
+(GOMP_SPINCOUNT=1000: pipeline 1.04 idle, 0.37 beside the loop; 10000: 0.28 beside the torch
+neighbour in training) keep idle speed but not speed under contention. Repeat runs moved single
+cells by up to ~0.3 (the pipeline under the torch neighbour most), so read the table for its
+direction.
 """
 
 from __future__ import annotations

@@ -479,10 +479,15 @@ def test_robustness_warns_about_an_unfinished_train_run(tmp_path, caplog):
     assert "run train/m is interrupted, not completed" in caplog.text
 
 
-def test_the_thread_count_is_recorded_with_the_run(tmp_path):
+def test_threads_are_set_by_flag_and_recorded_with_the_run(tmp_path, capsys):
     import torch
 
-    with RunStore(tmp_path).start("s", {}, name="t") as run:
-        pass
-    assert strict_json(run.path("summary.json"))["versions"]["threads"] == \
-        torch.get_num_threads()
+    before = torch.get_num_threads()
+    try:
+        assert main(["-q", "train", "--runs-dir", str(tmp_path), "--name", "t", "--epochs", "1",
+                     "--threads", "1"]) == 0
+        assert strict_json(tmp_path / "train" / "t" / "summary.json")["versions"]["threads"] == 1
+    finally:
+        torch.set_num_threads(before)
+    assert main(["train", "--runs-dir", str(tmp_path), "--threads", "-1"]) == 2
+    assert "threads must be" in capsys.readouterr().err
