@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 install: $(VENV)/.installed
 
 demo: install
-	$(BIN)/thresher train --dataset digits --model mlp --epochs 15 --name demo
+	$(BIN)/thresher train --dataset digits --model mlp --epochs 15
 
 lint: install
 	$(BIN)/ruff check .

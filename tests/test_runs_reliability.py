@@ -491,3 +491,20 @@ def test_threads_are_set_by_flag_and_recorded_with_the_run(tmp_path, capsys):
         torch.set_num_threads(before)
     assert main(["train", "--runs-dir", str(tmp_path), "--threads", "-1"]) == 2
     assert "threads must be" in capsys.readouterr().err
+
+
+@pytest.mark.data
+def test_robustness_warns_when_the_dataset_differs_from_the_training_one(tmp_path, caplog):
+    from thresher.data import DataError, load
+
+    try:
+        load("mnist", "test", download=False)
+        load("fashion_mnist", "test", download=False)
+    except DataError:
+        pytest.skip("MNIST and Fashion-MNIST are not under THRESHER_DATA")
+    assert main(["-q", "train", "--runs-dir", str(tmp_path), "--name", "m", "--epochs", "1",
+                 "--dataset", "mnist"]) == 0
+    assert main(["robustness", "--runs-dir", str(tmp_path), "--run", "m", "--dataset",
+                 "fashion_mnist", "--corruptions", "gaussian_noise", "--severities", "1",
+                 "--set", "limit=500"]) == 0
+    assert "trained on mnist and is evaluated on fashion_mnist" in caplog.text
