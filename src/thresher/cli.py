@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from types import FrameType
 
@@ -55,6 +57,8 @@ def _add_study(sub: argparse._SubParsersAction, study: Study) -> None:
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.add_argument("--print-config", action="store_true",
                    help="print the merged config as YAML and exit")
+    p.add_argument("--sweep", help=argparse.SUPPRESS)  # set by `thresher sweep` on its runs
+    p.add_argument("--no-index", action="store_true", help=argparse.SUPPRESS)  # ditto
     for f in study.flags:
         if f.switch:
             p.add_argument(f.flag, dest=f"key:{f.key}", action="store_const", const="true",
@@ -94,7 +98,7 @@ def _shortcut_overrides(args: argparse.Namespace) -> list[str]:
 
 def _run_study(study: Study, args: argparse.Namespace) -> int:
     """Config, then every check that needs no run (the store, the data), then the run."""
-    store = RunStore(args.runs_dir)
+    store = RunStore(args.runs_dir, indexed=not args.no_index)
     overrides = _shortcut_overrides(args) + args.overrides
     config_file, name = args.config, args.name
     if args.resume is not None:
@@ -112,10 +116,13 @@ def _run_study(study: Study, args: argparse.Namespace) -> int:
         print(dump_yaml(cfg), end="")
         return 0
     store.check_writable()
+    if args.sweep:
+        _stop_with_parent()
     if hasattr(cfg, "threads"):
         set_threads(cfg.threads)
     prepared = study.prepare(cfg, store)
-    run = store.start(study.name, cfg, name=name, seed=getattr(cfg, "seed", None))
+    run = store.start(study.name, cfg, name=name, seed=getattr(cfg, "seed", None),
+                      sweep=args.sweep)
     try:
         with run:
             run.metrics = study.run(cfg, run, prepared)
@@ -129,6 +136,19 @@ def _run_study(study: Study, args: argparse.Namespace) -> int:
         print(results, end="")
     print(f"run {run.id}: {run.dir}")
     return 0
+
+
+def _stop_with_parent(interval: float = 1.0) -> None:
+    """In a sweep's worker: SIGTERM ourselves when the driver is gone (even killed with
+    SIGKILL), so the run records itself as interrupted instead of going on unwatched."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="thresher-parent-watch", daemon=True).start()
 
 
 def _datasets(args: argparse.Namespace) -> int:
@@ -172,6 +192,49 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweeps_backends() -> tuple[str, ...]:
+    from thresher.runs.sweep import BACKENDS
+
+    return BACKENDS
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from thresher.runs import sweep as sweeps
+    from thresher.runs.commands import sweep_table
+
+    store = RunStore(args.runs_dir)
+    if args.target == "status":
+        if not args.sweep_name:
+            raise ConfigError("sweep status needs the sweep's name")
+        print(sweep_table(sweeps.sweep_status(store, args.sweep_name)))
+        return 0
+    studies, _ = load_builtin()
+    study = studies[args.target]
+    if args.sweep_name:
+        raise ConfigError(f"unexpected argument {args.sweep_name!r}; give grid values with "
+                          "--grid key=v1,v2")
+    plan = sweeps.plan(study, args.config, args.overrides, sweeps.parse_grid(args.grid),
+                       args.seeds, args.name)
+    jobs, gpus = sweeps.default_jobs()
+    jobs = args.jobs or jobs
+    if args.jobs is not None and args.jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {args.jobs}")
+    if args.backend == "ray":
+        from thresher.runs.ray_backend import ray_launcher
+
+        launch = ray_launcher(args.address, jobs, gpus)
+    else:
+        launch = sweeps.local_launcher(jobs, gpus)
+    summary = sweeps.run_sweep(plan, store, launch)
+    print(sweep_table(summary))
+    failed = [r["id"] for r in summary["runs"] if r["status"] not in sweeps.FINAL]
+    if failed:
+        print(f"thresher: {len(failed)} run(s) of sweep {plan.name} did not complete; run the "
+              "same command again to retry them", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="thresher", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="log more detail")
@@ -195,6 +258,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="gc: only say what would go")
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.set_defaults(handler=_runs)
+
+    p = sub.add_parser("sweep", help="a study over a grid of values x seeds, resumable",
+                       description="thresher sweep STUDY --grid key=v1,v2 --seeds 0 1 2 | "
+                       "thresher sweep status NAME")
+    p.add_argument("target", metavar="STUDY", help="the study to sweep, or `status`")
+    p.add_argument("sweep_name", nargs="?", metavar="NAME", help="with status: the sweep")
+    p.add_argument("--config", help="YAML file of config values shared by every run")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config value shared by every run (repeatable)")
+    p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                   help="values of one config key (repeatable: the cross product is swept)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="SEED",
+                   help="seeds of every grid point (default: 0)")
+    p.add_argument("--name", help="sweep name (default: study + a hash of the sweep)")
+    p.add_argument("--backend", choices=sweeps_backends(), default="local",
+                   help="local: a process pool; ray: Ray tasks (pip install thresher[ray])")
+    p.add_argument("--jobs", type=int, help="runs at once (default: one per GPU, else per core)")
+    p.add_argument("--address", help="ray: the cluster (auto, or HOST:PORT; default: start a "
+                   "local one)")
+    p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
+    p.set_defaults(handler=_sweep)
 
     studies, commands = load_builtin()
     for study in studies.values():

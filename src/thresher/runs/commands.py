@@ -109,6 +109,22 @@ def runs_reindex(store: RunStore) -> str:
     return f"indexed {store.reindex()} runs in {store.db_path}"
 
 
+def sweep_table(summary: dict[str, Any], max_metrics: int = 3) -> str:
+    """A sweep's cells by grid point: status counts, then mean ± 95% CI over seeds of the first
+    few metrics."""
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary["counts"].items()))
+    rows = []
+    for point in summary["points"]:
+        statuses = [r["status"] for r in summary["runs"] if r["id"] in point["runs"]]
+        row: dict[str, Any] = {**point["params"],
+                               "done": f"{statuses.count('completed')}/{len(statuses)}"}
+        for key, stats in list(point["metrics"].items())[:max_metrics]:
+            ci = "n/a" if stats["n"] < 2 else f"{stats['ci95']:.4g}"
+            row[key] = f"{stats['mean']:.4g} ± {ci}"
+        rows.append(row)
+    return f"sweep {summary['name']} ({summary['study']}): {counts}\n" + format_table(rows)
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 

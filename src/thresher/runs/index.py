@@ -26,14 +26,15 @@ log = logging.getLogger("thresher.runs")
 DB_NAME = "thresher.db"
 CONFIG_FILE = "config.yaml"
 SUMMARY_FILE = "summary.json"
-SCHEMA_VERSION = 2  # 1: absolute paths, no owner; rebuilt from the directories on first use
+SCHEMA_VERSION = 3  # 1: absolute paths, no owner; 2: no sweep. Older ones are rebuilt from
+# the directories on first use
 COLUMNS = ("id", "study", "name", "status", "seed", "started", "finished", "duration_s",
-           "git_commit", "error", "owner_json", "config_json", "metrics_json")
+           "git_commit", "error", "sweep", "owner_json", "config_json", "metrics_json")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY, study TEXT NOT NULL, name TEXT NOT NULL, status TEXT NOT NULL,
     seed INTEGER, started TEXT, finished TEXT, duration_s REAL, git_commit TEXT, error TEXT,
-    owner_json TEXT, config_json TEXT, metrics_json TEXT
+    sweep TEXT, owner_json TEXT, config_json TEXT, metrics_json TEXT
 )"""
 
 
@@ -41,7 +42,7 @@ def row_values(summary: dict[str, Any]) -> tuple:
     return (f"{summary['study']}/{summary['name']}", summary["study"], summary["name"],
             summary["status"], summary.get("seed"), summary.get("started"),
             summary.get("finished"), summary.get("duration_s"), summary.get("git_commit"),
-            summary.get("error"), to_json(summary.get("owner"), indent=None),
+            summary.get("error"), summary.get("sweep"), to_json(summary.get("owner"), indent=None),
             to_json(summary.get("config") or {}, indent=None),
             to_json(summary.get("metrics") or {}, indent=None))
 

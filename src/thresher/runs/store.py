@@ -205,8 +205,9 @@ class Run:
 
     def __init__(self, store: RunStore, study: str, name: str, directory: Path, config: dict,
                  seed: int | None, device: str | None, started: datetime, commit: str | None,
-                 lock: Any, attempt: int = 1, earlier_s: float = 0.0):
+                 lock: Any, attempt: int = 1, earlier_s: float = 0.0, sweep: str | None = None):
         self.store = store
+        self.sweep = sweep
         self.study = study
         self.name = name
         self.dir = directory
@@ -287,6 +288,7 @@ class Run:
             "error": self.error,
             "attempt": self.attempt,
             "owner": self.owner,
+            "sweep": self.sweep,
         }
 
     def record(self) -> dict[str, Any]:
@@ -358,6 +360,7 @@ class RunRecord:
     config: dict[str, Any]
     metrics: dict[str, Any]
     owner: dict[str, Any] | None = None
+    sweep: str | None = None  # the sweep that made the run, if one did
 
     def summary(self) -> dict[str, Any] | None:
         """The run's summary.json, or None if it has none."""
@@ -384,7 +387,7 @@ def _record_from_summary(directory: Path, summary: dict[str, Any]) -> RunRecord:
         finished=summary.get("finished"), duration_s=summary.get("duration_s"),
         git_commit=summary.get("git_commit"), error=summary.get("error"),
         config=summary.get("config") or {}, metrics=summary.get("metrics") or {},
-        owner=summary.get("owner"))
+        owner=summary.get("owner"), sweep=summary.get("sweep"))
 
 
 def _config_changes(old: dict, new: dict, limit: int = 5) -> list[str]:
@@ -398,10 +401,14 @@ class RunStore:
     """All runs under one root directory (default ``$THRESHER_RUNS`` or ``./runs``)."""
 
     def __init__(self, root: str | Path | None = None, repo: str | Path | None = None,
-                 heartbeat_s: float = HEARTBEAT_S):
+                 heartbeat_s: float = HEARTBEAT_S, indexed: bool = True):
         self.root = Path(root if root is not None else os.environ.get(RUNS_ENV) or "runs")
         self.repo = repo  # the checkout whose code each run records (None: thresher's own)
         self.heartbeat_s = heartbeat_s
+        # False: runs write their folders only and someone else indexes them (`add`), as the
+        # driver of a sweep does for its workers: SQLite must not be written from many machines
+        # over a network filesystem
+        self.indexed = indexed
 
     @property
     def db_path(self) -> Path:
@@ -437,7 +444,7 @@ class RunStore:
     # -- starting and resuming -------------------------------------------------------------
 
     def start(self, study: str, config: Any, name: str | None = None, seed: int | None = None,
-              device: str | None = None) -> Run:
+              device: str | None = None, sweep: str | None = None) -> Run:
         """Open a run: a new directory, or — when ``name`` is taken by a run of the same
         config — that run, resumed (its finished units are kept).
 
@@ -451,24 +458,27 @@ class RunStore:
         snapshot = config_to_dict(config)
         if seed is None and isinstance(snapshot.get("seed"), int):
             seed = snapshot["seed"]
-        with self._db(write=True):  # the index exists (or is rebuilt) before the new folder
-            pass
+        if self.indexed:
+            self.ensure_index()  # before the new folder, which would look like a lost index
+        else:
+            self.check_writable()
         parent = self.root / study
         parent.mkdir(exist_ok=True)
         if name is not None:
             try:
                 (parent / name).mkdir()
             except FileExistsError:
-                return self._resume(study, name, snapshot, seed, device)
+                return self._resume(study, name, snapshot, seed, device, sweep)
             directory = parent / name
         else:
             directory = self._new_dir(parent, f"{_utcnow():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}")
         lock = _lock(directory)
-        return self._open(study, directory, snapshot, seed, device, lock, _utcnow(), 1, 0.0)
+        return self._open(study, directory, snapshot, seed, device, lock, _utcnow(), 1, 0.0,
+                          sweep)
 
     def _open(self, study: str, directory: Path, snapshot: dict, seed: int | None,
               device: str | None, lock: Any, started: datetime, attempt: int,
-              earlier_s: float) -> Run:
+              earlier_s: float, sweep: str | None) -> Run:
         commit = git_commit(self.repo)
         if not (directory / CONFIG_FILE).is_file():
             atomic_write(directory / CONFIG_FILE, dump_yaml(snapshot))
@@ -476,7 +486,7 @@ class RunStore:
         if diff:
             atomic_write(directory / DIFF_FILE, diff)
         run = Run(self, study, directory.name, directory, snapshot, seed, device, started,
-                  commit, lock, attempt, earlier_s)
+                  commit, lock, attempt, earlier_s, sweep)
         try:
             run.record()
             run._heartbeat = Heartbeat(directory, self.heartbeat_s)
@@ -486,7 +496,7 @@ class RunStore:
         return run
 
     def _resume(self, study: str, name: str, snapshot: dict, seed: int | None,
-                device: str | None) -> Run:
+                device: str | None, sweep: str | None) -> Run:
         directory = self.root / study / name
         if not directory.is_dir():
             raise StoreError(f"{directory} exists and is not a run folder")
@@ -513,7 +523,7 @@ class RunStore:
                        else _utcnow())
             return self._open(study, directory, snapshot, seed, device, lock, started,
                               int(summary.get("attempt") or 1) + 1,
-                              float(summary.get("duration_s") or 0.0))
+                              float(summary.get("duration_s") or 0.0), sweep)
         except BaseException:
             lock.close()
             raise
@@ -573,8 +583,24 @@ class RunStore:
             return index.open_file(self.db_path, self.root)
 
     def _write_row(self, summary: dict[str, Any]) -> None:
+        if self.indexed:
+            with self._db(write=True) as con:
+                index.insert(con, summary)
+
+    def add(self, directory: Path) -> RunRecord | None:
+        """Index a run folder written by another process (a sweep's worker); None when the
+        folder holds no run (its process died before writing anything)."""
+        summaries = list(index.scan([Path(directory)]))
+        if not summaries:
+            return None
         with self._db(write=True) as con:
-            index.insert(con, summary)
+            index.insert(con, summaries[0])
+        return _record_from_summary(Path(directory), summaries[0])
+
+    def ensure_index(self) -> None:
+        """Create the index (rebuilt from any run folders already there) if it is missing."""
+        with self._db(write=True):
+            pass
 
     def reindex(self) -> int:
         """Rebuild the index from the run directories; returns how many runs it holds."""
@@ -590,7 +616,7 @@ class RunStore:
             started=row["started"], finished=row["finished"], duration_s=row["duration_s"],
             git_commit=row["git_commit"], error=row["error"],
             config=json.loads(row["config_json"] or "{}"),
-            metrics=json.loads(row["metrics_json"] or "{}"), owner=owner)
+            metrics=json.loads(row["metrics_json"] or "{}"), owner=owner, sweep=row["sweep"])
 
     def list(self, study: str | None = None, status: str | None = None,
              limit: int | None = None) -> list[RunRecord]:
