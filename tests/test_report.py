@@ -2,6 +2,7 @@
 tables, plots and config differences read back from the HTML, the Markdown variant, the errors,
 and the page as a real headless browser renders it."""
 
+import argparse
 import base64
 import json
 import math
@@ -13,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+import thresher
 from thresher.cli import main
-from thresher.runs.publish import report_command, text_tables
+from thresher.runs.publish import add_report_arguments, report_command, text_tables
 from thresher.runs.report import format_table
 from thresher.runs.store import RunStore
 
@@ -183,9 +185,12 @@ def test_html_page_holds_every_study_its_tables_plots_and_provenance(runs, html_
         data = base64.b64decode(src[len(DATA_URI):], validate=True)
         assert data in pngs and min(png_size(data)) > 0
     body = " ".join(" ".join(page.text).split())
-    assert "seeds 0, 1" in body and "git " in body and "thresher 0.1.0" in body
+    assert "seeds 0, 1" in body and "git " in body
+    version = thresher.__version__
+    assert f"by thresher {version}" in body and f"versions: python " in body
+    assert f"thresher {version}, torch " in body
     assert f"from the store {runs.resolve()}" in body
-    assert "9 runs made by sweeps are in the sweep tables" in body
+    assert "9 runs made by sweeps: see the sweep tables" in body
     # one file: nothing fetched, nothing run, every text escaped
     assert page.tags.isdisjoint({"script", "link", "iframe", "object", "embed"})
     assert page.links and all(link.startswith("#") for link in page.links)
@@ -232,15 +237,18 @@ def test_study_and_sweep_filters(runs, tmp_path):
     assert page.h("h3")[-1] == "sweep budgets" and "sweep tiny" not in page.h("h3")
 
 
-def test_markdown_links_plots_written_beside_it(runs, tmp_path):
-    out = tmp_path / "paper" / "results.md"
-    out.parent.mkdir()
-    message = report_command(str(runs), None, None, str(out), "md")
+def test_markdown_links_plots_written_beside_it(runs, tmp_path, monkeypatch):
+    parser = argparse.ArgumentParser()
+    add_report_arguments(parser)
+    monkeypatch.chdir(tmp_path)  # no --out: report.md in the working folder
+    args = parser.parse_args(["--runs-dir", str(runs), "--format", "md"])
+    out = Path("report.md")
+    message = report_command(**vars(args))
     assert message == f"wrote {out} (4 studies, 5 runs, 3 figures, 2 sweeps)"
     text = out.read_text()
     assert DATA_URI not in text
     links = [line[line.index("](") + 2:-1] for line in text.splitlines() if line.startswith("![")]
-    assert len(links) == 3 and all(link.startswith("results_files/") for link in links)
+    assert len(links) == 3 and all(link.startswith("report_files/") for link in links)
     pngs = store_pngs(runs)
     assert {(out.parent / link).read_bytes() for link in links} == set(pngs)
     assert "| run | fit.epochs |\n| --- | ---: |\n| t2 | 3 |\n| t1 | 2 |" in text
@@ -300,7 +308,7 @@ def test_page_renders_in_a_headless_browser_with_no_broken_image(html_page, tmp_
     source = Page(out.read_text())
     dom = Page(chromium("--dump-dom", out.as_uri(), profile=tmp_path / "p").stdout)
     assert len(dom.tables) == len(source.tables) >= 9
-    assert len(dom.images) == len(source.images) == 3
+    assert dom.images == source.images and len(source.images) == 3
     shot = tmp_path / "shot.png"
     chromium(f"--screenshot={shot}", "--window-size=1200,3000", out.as_uri(),
              profile=tmp_path / "p")

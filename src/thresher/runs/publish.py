@@ -187,8 +187,9 @@ def _sweep_blocks(name: str, sweep: Mapping[str, Any]) -> list[Block]:
     grid = sweep.get("grid") or {}
     facts = [f"study {sweep.get('study', '?')}"]
     if grid:
-        facts.append("grid " + "; ".join(f"{k} = {', '.join(map(_value, v))}"
-                                         for k, v in grid.items()))
+        facts.append("grid " + "; ".join(
+            f"{k} = {', '.join(map(_value, v if isinstance(v, list) else [v]))}"
+            for k, v in grid.items()))
     if sweep.get("seeds"):
         facts.append("seeds " + _seed_text(list(sweep["seeds"])))
     if sweep.get("base"):
@@ -266,11 +267,11 @@ def _study_blocks(study: str, records: list[RunRecord], in_sweeps: int) -> list[
     completed = [r for r in records if r.status == "completed"]
     others = [r for r in records if r.status != "completed"]
     blocks: list[Block] = [Heading(2, study, _anchor("study", study))]
-    note = f"{len(completed)} completed run{'s' * (len(completed) != 1)}, newest first"
+    note = f"{_plural(len(completed), 'completed run')}, newest first"
     if others:
         note += f"; {len(others)} not completed (listed below)"
     if in_sweeps:
-        note += f"; {in_sweeps} run{'s' * (in_sweeps != 1)} made by sweeps are in the sweep tables"
+        note += f"; {_plural(in_sweeps, 'run')} made by sweeps: see the sweep tables"
     blocks.append(Text(note))
     if len(completed) > 1:
         blocks += _config_differences(completed)
@@ -452,7 +453,7 @@ def _html_block(block: Block) -> str:
                         for label, a in block.entries)
         return f"<nav><ul>{items}</ul></nav>"
     if isinstance(block, Figure):
-        data = base64.b64encode(block.path.read_bytes()[:200]).decode("ascii")
+        data = base64.b64encode(block.path.read_bytes()).decode("ascii")
         return (f'<figure><img src="data:image/png;base64,{data}" alt="{e(block.caption)}">'
                 f"<figcaption>{e(block.caption)}</figcaption></figure>")
     head = ""

@@ -33,6 +33,7 @@ from thresher.runs.plots import figure, mean_ci_band, mean_ci_bars
 from thresher.runs.report import comparison_table
 from thresher.runs.stats import paired_test, summarize
 from thresher.runs.store import Run, RunStore
+from thresher.runs.track import Tracker, active_tracked, run_tracker, track, track_summary
 from thresher.seeding import make_generator, set_seed
 from thresher.select import STRATEGIES, Context, Oracle
 from thresher.select.sensitivity import LAMBDA_MODES
@@ -209,7 +210,7 @@ def prepare(cfg: ActiveConfig, store: RunStore) -> tuple[torch.device, dict[str,
 
 
 def run_seed(cfg: ActiveConfig, run: Run, dataset: str, p: Prepared, normalize: Normalize,
-             device: torch.device, seed: int) -> dict[str, dict]:
+             device: torch.device, tracker: Tracker, seed: int) -> dict[str, dict]:
     """Every method on one dataset and seed, each method a unit a resumed run reads back; the
     shared model M is trained only when some method still needs it."""
     initial = torch.randperm(len(p.train), generator=make_generator(seed, "initial"))[:p.k0]
@@ -226,6 +227,7 @@ def run_seed(cfg: ActiveConfig, run: Run, dataset: str, p: Prepared, normalize: 
                  "%.1fs, total %.1fs)", dataset, seed, method, out["accuracy"],
                  out["inferences"], out["loss_queries"], out["selection_seconds"],
                  out["seconds"])
+        track(tracker, active_tracked(dataset, method, seed, out["curve"], out))
         return {**out, "seed": seed}
 
     return {method: run.unit(f"{dataset}/seed{seed}/{method}", partial(method_seed, method))
@@ -236,6 +238,7 @@ def run(cfg: ActiveConfig, run: Run, prepared: tuple[torch.device, dict[str, Pre
         ) -> dict:
     device, datasets = prepared
     run.device = str(device)
+    tracker = run_tracker(cfg, run)
     results: dict[str, dict[str, list[dict]]] = {}
     for dataset, p in datasets.items():
         normalize = Normalize.from_dataset(p.train)  # pixel statistics need no labels
@@ -243,9 +246,12 @@ def run(cfg: ActiveConfig, run: Run, prepared: tuple[torch.device, dict[str, Pre
                  p.arch[0])
         results[dataset] = {m: [] for m in cfg.methods}
         for seed in for_seeds(cfg):
-            for method, out in run_seed(cfg, run, dataset, p, normalize, device, seed).items():
+            for method, out in run_seed(cfg, run, dataset, p, normalize, device, tracker,
+                                        seed).items():
                 results[dataset][method].append(out)
-    return report(cfg, run, results)
+    metrics = report(cfg, run, results)
+    track_summary(tracker, run.dir, metrics)
+    return metrics
 
 
 def report(cfg: ActiveConfig, run: Run, results: dict[str, dict[str, list[dict]]]) -> dict:

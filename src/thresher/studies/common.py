@@ -13,6 +13,7 @@ from thresher.data import ArrayDataset, DataError, load_splits
 from thresher.data.sources import get_source
 from thresher.models import build
 from thresher.runs.config import ConfigError, check_positive
+from thresher.runs.track import check_tracker
 from thresher.seeding import derive_seed
 from thresher.train.device import choose_device
 
@@ -31,7 +32,10 @@ class CommonConfig:
     device: str = "auto"  # auto: cuda > mps > cpu
     data_dir: str | None = None  # None: $THRESHER_DATA, else ./data
     threads: int = 0  # see THREADS_HELP
-
+    track: str = "none"  # mirror the run into none, mlflow or tensorboard (thresher.runs.track)
+    # mlflow: tracking URI (None: a local SQLite store ./mlflow.db, no server);
+    # tensorboard: log folder (None: the run's folder, <run dir>/tensorboard)
+    track_uri: str | None = None
 
     def validate(self) -> None:
         try:
@@ -41,6 +45,7 @@ class CommonConfig:
             raise ConfigError(str(e)) from None
         check_seeds(self.seed, 1)
         check_positive("threads", self.threads, allow_zero=True)
+        check_tracker(self.track)
 
 
 @dataclass

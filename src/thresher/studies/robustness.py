@@ -48,6 +48,7 @@ from thresher.data.pipeline import Normalize
 from thresher.runs.config import ConfigError, check_choice, check_positive
 from thresher.runs.report import format_table
 from thresher.runs.store import Run, RunStore, atomic_path
+from thresher.runs.track import Tracker, corruption_tracked, run_tracker, track, track_summary
 from thresher.studies import Command, Flag, Study, register_command, register_study
 from thresher.studies.common import SEED_HELP, CommonConfig
 from thresher.train import choose_device, evaluate
@@ -162,7 +163,8 @@ def run(cfg: RobustnessConfig, run: Run, p: Prepared) -> dict:
                               preset=cfg.preset, seed=cfg.seed, source=cfg.source, clean=p.full,
                               rows=p.rows)
 
-    results, sources = _evaluate_all(p.groups, test, cell, cfg, run)
+    tracker = run_tracker(cfg, run)
+    results, sources = _evaluate_all(p.groups, test, cell, cfg, run, tracker)
     result = results["model"]
     models = p.groups["model"]
     result.update(dataset=p.dataset, preset=cfg.preset, seed=cfg.seed, test_images=len(test),
@@ -182,6 +184,7 @@ def run(cfg: RobustnessConfig, run: Run, p: Prepared) -> dict:
     run.save_results(table)
     metrics = {k: result[k] for k in ("clean_accuracy", "mean_accuracy", "severity_means",
                                       "corruption_means", "mce", "relative_mce") if k in result}
+    track_summary(tracker, run.dir, metrics)
     return metrics
 
 
@@ -213,7 +216,7 @@ def _load_models(checkpoint: str | None, folder: Path | None,
 
 def _evaluate_all(groups: dict[str, list[Model]], test: ArrayDataset,
                   cell: Callable[[str, int], ArrayDataset], cfg: RobustnessConfig,
-                  run: Run) -> tuple[dict[str, dict], set[str]]:
+                  run: Run, tracker: Tracker) -> tuple[dict[str, dict], set[str]]:
     """Per group of checkpoints (the model, maybe a reference), the accuracy (mean over the
     group) on the clean split and on every cell, each cell built once for all groups; and where
     the cells came from (published or generated). The clean split and each corruption's row are
@@ -233,6 +236,7 @@ def _evaluate_all(groups: dict[str, list[Model]], test: ArrayDataset,
                 out[g].append(accuracy(models, data))
         log.info("%-18s %s  (%.0f s)", name, " ".join(f"{100 * a:5.1f}" for a in out["model"]),
                  time.perf_counter() - started)
+        track(tracker, corruption_tracked(name, dict(zip(cfg.severities, out["model"]))))
         return {"accuracy": out, "sources": sorted(sources)}
 
     clean = run.unit("clean", lambda: {g: accuracy(models, test) for g, models in groups.items()})

@@ -19,6 +19,14 @@ from thresher.data.pipeline import Normalize
 from thresher.models import build
 from thresher.runs.report import comparison_table
 from thresher.runs.store import Run, RunStore
+from thresher.runs.track import (
+    Tracker,
+    epoch_metrics,
+    run_tracker,
+    seed_run,
+    track_summary,
+    train_final,
+)
 from thresher.seeding import set_seed
 from thresher.studies import Flag, Study, register_study
 from thresher.studies.common import StudyConfig, check_dataset_and_model, for_seeds, load_data
@@ -54,21 +62,29 @@ def prepare(cfg: TrainConfig, store: RunStore) -> tuple[torch.device, ArrayDatas
 
 
 def train_seed(cfg: TrainConfig, run: Run, train: ArrayDataset, test: ArrayDataset,
-               normalize: Normalize, device: torch.device, seed: int) -> dict:
+               normalize: Normalize, device: torch.device, tracker: Tracker, seed: int) -> dict:
     """One seed: train, evaluate, save the checkpoint; the unit a resumed run skips."""
     set_seed(seed)
     model = build(cfg.model, train.num_classes, train.in_shape, **cfg.model_options)
+    tracker.start(*seed_run(seed))
+
+    def on_epoch(row: dict) -> None:
+        _log_epoch(row)
+        tracker.log(epoch_metrics(row), row["epoch"])
+
     started = time.perf_counter()
     result = fit(model, train, cfg.fit, val=test, normalize=normalize, device=device,
-                 seed=seed, on_epoch=_log_epoch)
+                 seed=seed, on_epoch=on_epoch)
     seconds = time.perf_counter() - started
     scores = evaluate(model, test, normalize=normalize)
     run.save_torch(f"model-seed{seed}.pt",
                    checkpoint(model, cfg.model, cfg.model_options, train, normalize))
-    return {"seed": seed, "test_acc": scores["accuracy"], "test_loss": scores["loss"],
-            "train_seconds": seconds,
-            "images_per_s": len(train) * len(result.history) / result.seconds,
-            "history": result.history}
+    out = {"seed": seed, "test_acc": scores["accuracy"], "test_loss": scores["loss"],
+           "train_seconds": seconds,
+           "images_per_s": len(train) * len(result.history) / result.seconds,
+           "history": result.history}
+    tracker.finish(train_final(out))
+    return out
 
 
 def run(cfg: TrainConfig, run: Run, data: tuple[torch.device, ArrayDataset,
@@ -76,20 +92,23 @@ def run(cfg: TrainConfig, run: Run, data: tuple[torch.device, ArrayDataset,
     device, train, test = data
     run.device = str(device)
     normalize = Normalize.from_dataset(train)
+    tracker = run_tracker(cfg, run)
     per_seed = [run.unit(f"seed{seed}", lambda seed=seed: train_seed(
-                    cfg, run, train, test, normalize, device, seed))
+                    cfg, run, train, test, normalize, device, tracker, seed))
                 for seed in for_seeds(cfg)]
     run.save_json("per_seed.json", per_seed)
     table = comparison_table({f"{cfg.model} on {cfg.dataset}": [r["test_acc"] for r in per_seed]},
                              metric_name="test accuracy (%)", scale=100)
     run.save_results(table)
     accs = [r["test_acc"] for r in per_seed]
-    return {
+    metrics = {
         "test_acc_per_seed": accs,
         **{key: _mean([r[key] for r in per_seed])
            for key in ("test_acc", "test_loss", "train_seconds", "images_per_s")},
         "train_size": len(train), "test_size": len(test),
     }
+    track_summary(tracker, run.dir, metrics)
+    return metrics
 
 
 def _mean(values: list[float | None]) -> float:

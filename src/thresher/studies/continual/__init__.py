@@ -20,7 +20,14 @@ from thresher.data.pipeline import Normalize
 from thresher.data.streams import make_stream, num_outputs
 from thresher.models import build
 from thresher.runs.store import Run, RunStore
-from thresher.runs.track import Tracker, make_tracker
+from thresher.runs.track import (
+    Tracker,
+    continual_final,
+    continual_point,
+    learner_run,
+    run_tracker,
+    track_summary,
+)
 from thresher.seeding import set_seed
 from thresher.studies import Command, Flag, Study, register_study
 from thresher.studies.common import for_seeds, load_data
@@ -35,8 +42,6 @@ from thresher.studies.continual.report import (
     plot_curves,
     results_table,
     stats_command,
-    tracked_final,
-    tracked_point,
 )
 from thresher.train import choose_device
 
@@ -77,11 +82,11 @@ def run_seed(cfg: ContinualConfig, run: Run, train: ArrayDataset, test: ArrayDat
         learner = build_learner(name, model, cfg, outputs, train.in_shape, device, seed)
         phases = [_joined([t.train for t in tasks])] if name == "joint" else \
             [t.train for t in tasks]
-        tracker.start(f"{name}-seed{seed}", {"learner": name, "run_seed": seed})
+        tracker.start(*learner_run(name, seed))
         result = train_stream(learner, phases, [t.test for t in tasks], cfg.fit, normalize,
-                              seed, on_point=lambda p: tracker.log(tracked_point(p), p["batch"]),
+                              seed, on_point=lambda p: tracker.log(continual_point(p), p["batch"]),
                               name=f"{name} seed {seed}")
-        tracker.finish(tracked_final(result))
+        tracker.finish(continual_final(result))
         log.info("%s seed %d: average accuracy %.4f, forgetting %.4f", name, seed,
                  result["avg_acc"], result["forgetting"])
         return {"learner": name, "seed": seed, **result}
@@ -97,7 +102,7 @@ def run(cfg: ContinualConfig, run: Run,
     normalize = Normalize.from_dataset(train)
     stream, num_tasks = cfg.stream, cfg.num_tasks
     outputs = num_outputs(stream.kind, train.num_classes, num_tasks, stream.scenario)
-    tracker = make_tracker(cfg.track, "thresher-continual", run.name, cfg, cfg.track_uri)
+    tracker = run_tracker(cfg, run)
     per_run = [r for seed in for_seeds(cfg)
                for r in run_seed(cfg, run, train, test, normalize, device, tracker, seed)]
     run.save_json("per_run.json", per_run)
@@ -109,8 +114,10 @@ def run(cfg: ContinualConfig, run: Run,
     figure = plot_curves({name: [r["curve"] for r in per_run if r["learner"] == name]
                           for name in cfg.learners}, num_tasks, title)
     run.save_figure("curves.png", figure, dpi=120)
-    return {"dataset": cfg.dataset, "stream": stream.kind, "tasks": num_tasks,
-            "outputs": outputs, "learners": learners, "runs": per_run}
+    metrics = {"dataset": cfg.dataset, "stream": stream.kind, "tasks": num_tasks,
+               "outputs": outputs, "learners": learners, "runs": per_run}
+    track_summary(tracker, run.dir, metrics)
+    return metrics
 
 
 register_study(Study(
@@ -131,7 +138,6 @@ register_study(Study(
         Flag("--removal", "memory.removal", "ta-agem cluster removal: oldest, mean, random"),
         Flag("--runs", "runs", "number of seeds (mean ± 95%% CI over them)"),
         Flag("--lite", "lite", "quick check: 2 tasks on reduced data", switch=True),
-        Flag("--track", "track", "none, mlflow (local SQLite store) or tensorboard"),
     ),
     commands=(
         Command("compare", "continual runs side by side (mean and 95 percent CI over seeds)",

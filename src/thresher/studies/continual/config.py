@@ -13,7 +13,6 @@ from typing import Any, Literal
 from thresher.data.sources import get_source
 from thresher.data.streams import KINDS
 from thresher.runs.config import ConfigError, check_choice, check_positive, check_range
-from thresher.runs.track import check_tracker
 from thresher.studies.common import StudyConfig, check_dataset_and_model
 from thresher.studies.continual.learners import LEARNERS
 from thresher.train.optimizers import OPTIMIZERS
@@ -130,10 +129,6 @@ class ContinualConfig(StudyConfig):
     threads: int = 1  # torch CPU threads: batches of 10 run fastest on one
     learners: list[str] = field(default_factory=lambda: ["naive", "er", "agem", "ta-agem"])
     lite: bool = False  # quick check: defaults of 2 tasks, 1000/500 images each, 5 epochs, lr 0.1
-    track: Literal["none", "mlflow", "tensorboard"] = "none"  # live mirror of every learner/seed
-    # mlflow: tracking URI (None: a local SQLite store ./mlflow.db, no server);
-    # tensorboard: log folder (None: ./tensorboard)
-    track_uri: str | None = None
     stream: StreamConfig = field(default_factory=StreamConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
@@ -153,7 +148,6 @@ class ContinualConfig(StudyConfig):
         if self.stream.kind == "class_split" and classes and classes % self.num_tasks:
             raise ConfigError(f"class_split divides the {classes} classes of {self.dataset!r} "
                               f"evenly across tasks; {self.num_tasks} tasks do not divide them")
-        check_tracker(self.track)
 
     @property
     def num_tasks(self) -> int:
