@@ -2,8 +2,6 @@
 
 import json
 import math
-import sys
-import types
 
 import pytest
 import torch
@@ -152,36 +150,6 @@ def test_mlflow_without_the_package_fails_before_any_work(monkeypatch):
         load_config(ContinualConfig, overrides=["track=mlflow"])
 
 
-def test_every_learner_and_seed_is_tracked_with_its_points_and_scores(tmp_path, monkeypatch):
-    """The study through the tracker seam, with a stand-in for the mlflow package."""
-    import importlib.util
-
-    logged = []
-    fake = types.SimpleNamespace(
-        set_tracking_uri=lambda uri: logged.append(("uri", uri)),
-        set_experiment=lambda name: logged.append(("experiment", name)),
-        start_run=lambda run_name: logged.append(("start", run_name)),
-        log_params=lambda params: logged.append(("params", params["learner"],
-                                                  params["run_seed"], params["fit.lr"])),
-        log_metrics=lambda metrics, step=None: logged.append(("metrics", step, metrics)),
-        end_run=lambda: logged.append(("end",)))
-    monkeypatch.setitem(sys.modules, "mlflow", fake)
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: object() if name == "mlflow" else real(name, *a))
-    assert continual(tmp_path, "--name", "t", "--learners", "naive", "--runs", "2",
-                     "--track", "mlflow") == 0
-    assert ("experiment", "thresher-continual") in logged
-    assert [m[1] for m in logged if m[0] == "start"] == ["t-naive-seed0", "t-naive-seed1"]
-    assert ("params", "naive", 1, "0.05") in logged
-    points = [m for m in logged if m[0] == "metrics" and m[1] is not None]
-    assert set(points[0][2]) == {"overall_accuracy", "loss", "memory_size", "learning_rate",
-                                 "task_0_accuracy", "task_1_accuracy"}
-    finals = [m[2] for m in logged if m[0] == "metrics" and m[1] is None]
-    assert len(finals) == 2 and {"final_accuracy", "forgetting", "bwt"} <= set(finals[0])
-    assert logged.count(("end",)) == 2
-
-
 def continual(tmp_path, *extra: str) -> int:
     return main(["-q", "continual", "--runs-dir", str(tmp_path), "--lite",
                  "--set", "fit.testing_interval=5", "--set", "fit.lr=0.05", *extra])
@@ -235,14 +203,20 @@ def test_mlflow_local_store_holds_every_learner_and_seed(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = mlflow.tracking.MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("thresher-continual")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.info.run_name for r in runs) == [
-        "m-naive-seed0", "m-naive-seed1", "m-ta-agem-seed0", "m-ta-agem-seed1"]
-    for r in runs:
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    assert sorted(runs) == ["m-naive-seed0", "m-naive-seed1", "m-summary", "m-ta-agem-seed0",
+                            "m-ta-agem-seed1"]
+    summary = runs.pop("m-summary")
+    assert "curves.png" in [a.path for a in client.list_artifacts(summary.info.run_id)]
+    for r in runs.values():
         assert 0 <= r.data.metrics["average_accuracy"] <= 1
+        assert {"final_accuracy", "forgetting", "bwt"} <= set(r.data.metrics)
         assert r.data.params["learner"] in ("naive", "ta-agem")
+        assert r.data.params["fit.lr"] == "0.05"
         history = client.get_metric_history(r.info.run_id, "overall_accuracy")
         assert len(history) >= 2 and history[0].step < history[-1].step
+    assert {"overall_accuracy", "loss", "memory_size", "learning_rate", "task_0_accuracy",
+            "task_1_accuracy"} <= set(runs["m-naive-seed1"].data.metrics)
 
 
 # --- lite ----------------------------------------------------------------------------------

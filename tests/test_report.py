@@ -187,7 +187,7 @@ def test_html_page_holds_every_study_its_tables_plots_and_provenance(runs, html_
     body = " ".join(" ".join(page.text).split())
     assert "seeds 0, 1" in body and "git " in body
     version = thresher.__version__
-    assert f"by thresher {version}" in body and f"versions: python " in body
+    assert f"by thresher {version}" in body and "versions: python " in body
     assert f"thresher {version}, torch " in body
     assert f"from the store {runs.resolve()}" in body
     assert "9 runs made by sweeps: see the sweep tables" in body

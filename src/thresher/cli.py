@@ -23,6 +23,7 @@ set_wait_policy()  # before anything loads torch: see thresher.threads
 
 from thresher.data import DataError  # noqa: E402
 from thresher.runs.config import ConfigError, dump_yaml, load_config  # noqa: E402
+from thresher.runs.publish import add_report_arguments, report_command  # noqa: E402
 from thresher.runs.store import CONFIG_FILE, RunLookupError, RunStore, read_results  # noqa: E402
 from thresher.studies import Command, Study, load_builtin  # noqa: E402
 from thresher.studies.common import SEED_HELP, THREADS_HELP  # noqa: E402
@@ -35,12 +36,14 @@ RUNS_ACTIONS = {
     "delete": "remove runs, folders and index rows together",
     "gc": "drop index rows of vanished folders and leftover temporary files",
     "reindex": "rebuild the index from the run folders",
+    "export": "replay completed runs into MLflow or TensorBoard (--to, --uri)",
 }
 COMMON_FLAGS = (
     ("--seed", "seed", SEED_HELP),
     ("--device", "device", "auto, cpu, cuda, cuda:N or mps (auto: cuda > mps > cpu)"),
     ("--data-dir", "data_dir", "data folder (default: $THRESHER_DATA, else ./data)"),
     ("--threads", "threads", THREADS_HELP),
+    ("--track", "track", "mirror the run into none, mlflow or tensorboard"),
 )
 
 
@@ -187,8 +190,17 @@ def _runs(args: argparse.Namespace) -> int:
     elif args.action == "gc":
         statuses = tuple(s for s in (args.status or "").split(",") if s)
         print(commands.runs_gc(store, statuses, dry_run=args.dry_run))
+    elif args.action == "export":
+        from thresher.runs.export import runs_export
+
+        print(runs_export(store, args.refs, args.to, args.uri))
     else:
         print(commands.runs_reindex(store))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    print(report_command(args.runs_dir, args.study, args.sweep, args.out, args.fmt))
     return 0
 
 
@@ -256,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20, help="at most this many rows (list)")
     p.add_argument("--force", action="store_true", help="delete: also runs still going")
     p.add_argument("--dry-run", action="store_true", help="gc: only say what would go")
+    p.add_argument("--to", help="export: mlflow or tensorboard")
+    p.add_argument("--uri", help="export: MLflow tracking URI (default: sqlite:///mlflow.db "
+                   "here) or TensorBoard log folder (default: each run's <run dir>/tensorboard)")
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.set_defaults(handler=_runs)
 
@@ -279,6 +294,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "local one)")
     p.add_argument("--runs-dir", help="results root (default: $THRESHER_RUNS, else ./runs)")
     p.set_defaults(handler=_sweep)
+
+    p = sub.add_parser("report", help="one self-contained page (HTML or Markdown) of every "
+                       "study's results and sweeps")
+    add_report_arguments(p)
+    p.set_defaults(handler=_report)
 
     studies, commands = load_builtin()
     for study in studies.values():
@@ -307,7 +327,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "runs" and args.action in ("show", "compare", "delete") and \
+    if args.command == "runs" and args.action in ("show", "compare", "delete", "export") and \
             not args.refs:
         parser.error(f"runs {args.action} needs at least one run reference")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,

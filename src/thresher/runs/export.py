@@ -41,12 +41,12 @@ def runs_export(store: RunStore, refs: Sequence[str], to: str, uri: str | None =
     if not refs:
         raise ValueError("runs export needs at least one run reference")
     check_choice("--to", to, TRACKERS[1:])
-    check_tracker(to)
     records = [store.get(ref) for ref in refs]
     for record in records:
         if record.status != "completed":
             raise ValueError(f"run {record.id} is {record.status}; only completed runs are "
                              "exported")
+    check_tracker(to)
     units = [REPLAYS.get(record.study, _summary_only)(record) for record in records]
     trackers = [make_tracker(to, f"thresher-{r.study}", r.name, r.config, r.path, uri)
                 for r in records]

@@ -145,10 +145,11 @@ class MlflowTracker:
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        try:  # a SQLite store keeps artifacts beside its file, not in the working directory
-            location = None
-            if self.uri.startswith("sqlite:///"):
-                location = str(Path(self.uri[len("sqlite:///"):]).resolve().parent / "mlartifacts")
+        location = None  # the server's choice; a SQLite store's beside its file (MLflow's
+        # default, ./mlruns, would land in whatever folder the command runs in)
+        if self.uri.startswith("sqlite:///"):
+            location = str(Path(self.uri[len("sqlite:///"):]).resolve().parent / "mlartifacts")
+        try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # created meanwhile by another process (a sweep's worker)
             found = self.client.get_experiment_by_name(name)

@@ -79,23 +79,6 @@ def plot_curves(curves: Mapping[str, Sequence[Sequence[dict]]], num_tasks: int,
     return fig
 
 
-def tracked_point(point: Mapping) -> dict[str, float]:
-    """What a tracker logs at each point of a curve (see `loop.train_stream`)."""
-    metrics = {"overall_accuracy": point["seen"], "loss": point["loss"],
-               "memory_size": point["memory"], "learning_rate": point["lr"]}
-    metrics.update({f"task_{j}_accuracy": a for j, a in enumerate(point["accuracy"])})
-    return metrics
-
-
-def tracked_final(result: Mapping) -> dict[str, float]:
-    """What a tracker logs when a learner has seen the whole stream: the accuracy on the last
-    task, the average and average incremental accuracy, forgetting, BWT and time per task."""
-    return {"final_accuracy": result["R"][-1][-1], "average_accuracy": result["avg_acc"],
-            "average_incremental_accuracy": result["inc_acc"],
-            "forgetting": result["forgetting"], "bwt": result["bwt"],
-            "seconds_per_task": result["seconds_per_task"]}
-
-
 # ---------------------------------------------------------------------------------------------
 # actions
 
