@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # on GPU machines override it, e.g. `make TORCH="torch==2.5.1" demo`, or pre-install torch.
 TORCH ?= torch==2.13.0
 
-.PHONY: install demo lint test bench clean
+.PHONY: install extras demo lint test bench clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/activate
 	touch $@
 
 install: $(VENV)/.installed
+
+# the optional trackers and the Ray backend, so that their tests run instead of skipping
+extras: install
+	$(BIN)/pip install -q -e ".[dev,mlflow,tensorboard,ray]"
 
 demo: install
 	$(BIN)/thresher train --dataset digits --model mlp --epochs 15
