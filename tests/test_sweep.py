@@ -105,7 +105,7 @@ def test_a_sweep_name_is_bound_to_its_cells(tmp_path, capsys):
     base = ["sweep", "train", "--runs-dir", str(tmp_path), *QUICK, "--name", "s"]
     assert main([*base, "--seeds", "0"]) == 0
     assert main([*base, "--seeds", "0", "1"]) == 2
-    assert "exists with other cells" in capsys.readouterr().err
+    assert "exists with another study, config, grid or seeds" in capsys.readouterr().err
 
 
 LONG = ["sweep", "train", "--set", "dataset=digits", "--set", "fit.epochs=500",
@@ -189,3 +189,13 @@ def test_workers_of_a_killed_driver_stop_and_record_themselves(tmp_path):
     assert "interrupted" in {r.status for r in store.list()}
     subprocess.run(command, check=True, capture_output=True, timeout=300)
     assert set(statuses(tmp_path, "k").values()) == {"completed"}
+
+
+def test_a_metric_named_after_the_swept_value_is_one_column():
+    from thresher.runs.sweep import _generic
+
+    assert _generic("accuracy.digits.margin", {"methods": ["margin"]}) == \
+        "accuracy.digits.<methods>"
+    assert _generic("learners.naive.avg_acc", {"learners": ["naive"], "fit.lr": 0.1}) == \
+        "learners.<learners>.avg_acc"
+    assert _generic("test_acc", {"fit.lr": 0.1}) == "test_acc"

@@ -38,5 +38,5 @@ def test_ray_and_local_backends_give_the_same_metrics_seed_for_seed(tmp_path):
         subprocess.run(["rm", "-rf", ray_tmp], check=False)
     local, ray = cells(tmp_path / "local"), cells(tmp_path / "ray")
     assert set(local) == {(m, s) for m in ("margin", "random") for s in (0, 1, 2)}
-    for cell, metrics in local.items():
-        assert metrics["accuracy.digits." + cell[0]] == ray[cell]["accuracy.digits." + cell[0]]
+    assert local == ray  # every metric of every cell
+    assert all("accuracy.digits.<methods>" in metrics for metrics in local.values())

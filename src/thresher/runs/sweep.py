@@ -69,6 +69,7 @@ class Sweep:
     seeds: list[int]
     base: list[str]  # --set overrides shared by every cell
     config_file: str | None
+    definition: str  # hash of what the user asked for: study, file, overrides, grid, seeds
     jobs: list[Job]
 
 
@@ -134,9 +135,10 @@ def plan(study: Any, config_file: str | None, base: Sequence[str], grid: dict[st
         raise ConfigError(f"--seeds repeats a seed: {list(seeds)}")
     fields = {f.name for f in dataclasses.fields(study.config)}
     code = code_version(repo)
-    definition = json.dumps({"study": study.name, "file": config_file, "base": list(base),
-                             "grid": grid, "seeds": list(seeds), "code": code}, sort_keys=True)
-    name = name or f"{study.name}-{hashlib.sha256(definition.encode()).hexdigest()[:8]}"
+    definition = hashlib.sha256(json.dumps(
+        {"study": study.name, "file": config_file, "base": list(base), "grid": grid,
+         "seeds": list(seeds)}, sort_keys=True).encode()).hexdigest()
+    name = name or f"{study.name}-{definition[:8]}"
     jobs = []
     for point in itertools.product(*grid.values()):
         raw = dict(zip(grid, point))
@@ -155,7 +157,7 @@ def plan(study: Any, config_file: str | None, base: Sequence[str], grid: dict[st
             key = content_key(study.name, config, code)
             jobs.append(Job(study.name, params, seed, config, key,
                             f"{name}-{_slug(params)}{'-' if params else ''}s{seed}-{key[:8]}"))
-    return Sweep(name, study.name, grid, list(seeds), list(base), config_file, jobs)
+    return Sweep(name, study.name, grid, list(seeds), list(base), config_file, definition, jobs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -183,7 +185,8 @@ def summarise(store: RunStore, sweep: Sweep) -> dict[str, Any]:
         metrics = {}
         if status in FINAL:
             summary = read_summary(store.root / job.study / job.name) or {}
-            metrics = {k: v for k, v in flatten(summary.get("metrics") or {}).items()
+            metrics = {_generic(k, job.params): v
+                       for k, v in flatten(summary.get("metrics") or {}).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
         runs.append({"id": job.id, "key": job.key, "params": job.params, "seed": job.seed,
                      "status": status, "metrics": metrics})
@@ -205,9 +208,23 @@ def summarise(store: RunStore, sweep: Sweep) -> dict[str, Any]:
     counts: dict[str, int] = {}
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
-    return {"name": sweep.name, "study": sweep.study, "grid": sweep.grid, "seeds": sweep.seeds,
-            "base": sweep.base, "config_file": sweep.config_file, "counts": counts,
+    return {"name": sweep.name, "study": sweep.study, "definition": sweep.definition,
+            "grid": sweep.grid, "seeds": sweep.seeds,
+            "base": {k.strip(): v.strip() for k, _, v in (o.partition("=") for o in sweep.base)},
+            "config_file": sweep.config_file, "counts": counts,
             "runs": runs, "points": points}
+
+
+def _generic(metric: str, params: dict[str, Any]) -> str:
+    """A metric key with the cell's own grid value named by its grid key: sweeping
+    ``methods=margin,random`` gives ``accuracy.digits.<methods>`` in both rows (not
+    ``accuracy.digits.margin`` in one and ``.random`` in the other), so the rows compare."""
+    parts = metric.split(".")
+    for key, value in params.items():
+        name = value[0] if isinstance(value, list) and len(value) == 1 else value
+        if isinstance(name, str):
+            parts = [f"<{key}>" if part == name else part for part in parts]
+    return ".".join(parts)
 
 
 def write_summary(store: RunStore, sweep: Sweep) -> dict[str, Any]:
@@ -217,14 +234,13 @@ def write_summary(store: RunStore, sweep: Sweep) -> dict[str, Any]:
 
 
 def _check_definition(store: RunStore, sweep: Sweep) -> None:
-    """A sweep name already used by another sweep definition is refused, as a run name is."""
+    """A sweep name already used by another sweep definition is refused, as a run name is.
+    The same definition with changed code is the same sweep: its cells get new keys, so they
+    run again, and the summary follows them (the earlier runs stay in the store)."""
     path = sweep_dir(store, sweep.name) / SUMMARY_FILE
-    if not path.is_file():
-        return
-    old = json.loads(path.read_text())
-    if {r["key"] for r in old["runs"]} != {j.key for j in sweep.jobs}:
-        raise StoreError(f"sweep {sweep.name!r} exists with other cells (grid, seeds, config or "
-                         "code differ); give another --name")
+    if path.is_file() and json.loads(path.read_text()).get("definition") != sweep.definition:
+        raise StoreError(f"sweep {sweep.name!r} exists with another study, config, grid or "
+                         "seeds; give another --name")
 
 
 # ---------------------------------------------------------------------------------------------
