@@ -28,7 +28,7 @@ import thresher
 from thresher.registry import did_you_mean
 from thresher.runs.config import flatten
 from thresher.runs.files import atomic_write
-from thresher.runs.report import format_p, format_table
+from thresher.runs.report import format_p, format_table, is_number_column
 from thresher.runs.stats import paired_test, summarize
 from thresher.runs.store import RunRecord, RunStore, read_results
 
@@ -593,18 +593,8 @@ def _value(value: Any) -> str:
 
 
 def _is_number_column(cells: Sequence[str]) -> bool:
-    """Right-align a column of "0.97", "-3", "97.12 ± 0.31", "<0.001" (blanks, "-" and "n/a"
-    aside) as `format_table` does."""
-    filled = [c for c in cells if c not in ("", "-", "n/a", "ref")]
-    return bool(filled) and all(_looks_numeric(c) for c in filled)
-
-
-def _looks_numeric(text: str) -> bool:
-    try:
-        float(text.split()[0].lstrip("<>").rstrip("%"))
-        return True
-    except ValueError:
-        return False
+    """Right-align as `format_table` does; "ref" marks a paired test's reference row."""
+    return is_number_column(cells, frozenset({"", "-", "n/a", "ref"}))
 
 
 def _is_png(path: Path) -> bool:

@@ -8,7 +8,7 @@ from typing import Any
 
 from thresher.runs.stats import format_mean_ci, paired_test, summarize
 
-_BLANKS = {"", "-", "n/a"}
+_BLANKS = frozenset({"", "-", "n/a"})
 
 
 def format_table(rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
@@ -35,7 +35,7 @@ def format_table(rows: Sequence[Mapping[str, Any]] | Sequence[Sequence[Any]],
     if not head:
         return ""
     columns = list(zip(head, *table))
-    right = [_is_number_column(col[1:]) for col in columns]
+    right = [is_number_column(col[1:]) for col in columns]
     if markdown:
         return _markdown(head, table, right)
     widths = [max(len(c) for c in col) for col in columns]
@@ -52,8 +52,9 @@ def _cell(value: Any, float_format: str) -> str:
     return str(value)
 
 
-def _is_number_column(cells: Sequence[str]) -> bool:
-    filled = [c for c in cells if c not in _BLANKS]
+def is_number_column(cells: Sequence[str], blanks: frozenset[str] = _BLANKS) -> bool:
+    """Whether a column of cells (``blanks`` aside) should be right-aligned as numbers."""
+    filled = [c for c in cells if c not in blanks]
     return bool(filled) and all(_looks_numeric(c) for c in filled)
 
 
