@@ -1,0 +1,248 @@
+"""Deep Q-learning (Mnih et al. 2015) in one file, with the double-DQN target (van Hasselt et
+al. 2016) and Polyak-averaged target networks as options.
+
+The agent keeps an online Q-network, a target network, a FIFO replay ring of transitions and
+an Adam optimiser. ``act`` is epsilon-greedy with epsilon falling linearly from
+``epsilon_start`` to ``epsilon_end`` over the first ``exploration_fraction`` of ``total_steps``
+observed transitions. ``update`` runs every gradient step that has fallen due (one per
+``train_frequency`` transitions once ``learning_starts`` have been seen): a Huber TD loss on a
+uniformly drawn batch, gradient-norm clipping, then every ``target_update_interval``
+transitions the target moves ``tau`` of the way to the online network (``tau=1``: a hard copy).
+Steps and intervals count transitions, as in CleanRL and Stable-Baselines3, so their settings
+carry over.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from thresher.models.mlp import MLP
+from thresher.rl.core import Transition
+from thresher.seeding import derive_seed, make_generator
+
+
+@dataclass
+class DQNConfig:
+    """DQN's settings; the defaults are CleanRL's for CartPole, with SB3's network and clip."""
+
+    lr: float = 2.5e-4
+    gamma: float = 0.99
+    buffer_size: int = 10_000
+    batch_size: int = 128
+    learning_starts: int = 10_000  # transitions observed before the first gradient step
+    train_frequency: int = 10  # transitions per gradient step
+    target_update_interval: int = 500  # transitions between target updates
+    tau: float = 1.0  # 1: hard copy; < 1: Polyak averaging at each target update
+    double: bool = False
+    epsilon_start: float = 1.0
+    epsilon_end: float = 0.05
+    exploration_fraction: float = 0.5  # of total_steps, over which epsilon falls
+    total_steps: int = 500_000  # the step budget the epsilon schedule is a fraction of
+    max_grad_norm: float = 10.0
+    widths: tuple[int, ...] = (64, 64)  # the default MLP's hidden layers
+
+    def validate(self) -> None:
+        for name in ("lr", "buffer_size", "batch_size", "train_frequency",
+                     "target_update_interval", "total_steps", "max_grad_norm"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"DQNConfig.{name} must be > 0, got {getattr(self, name)!r}")
+        if self.learning_starts < 0:
+            raise ValueError(f"DQNConfig.learning_starts must be >= 0, got {self.learning_starts}")
+        for name in ("gamma", "epsilon_start", "epsilon_end", "exploration_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"DQNConfig.{name} must lie in [0, 1], got "
+                                 f"{getattr(self, name)!r}")
+        if not 0.0 < self.tau <= 1.0:
+            raise ValueError(f"DQNConfig.tau must lie in (0, 1], got {self.tau!r}")
+
+
+class ReplayRing:
+    """The last ``capacity`` transitions, each packed into one float row
+    ``[state, next_state, action, reward, done]`` so storing one is a single row copy and a
+    batch is a single ``index_select``.
+
+    Not `thresher.data.memory`'s memories: the reservoir keeps a uniform sample of all history
+    (DQN replays the recent past, first in first out) and both draw batches without replacement
+    through a permutation of the whole memory, O(capacity) per batch; this ring draws indices
+    with replacement, O(batch). Actions are stored as floats (exact below 2**24).
+    """
+
+    def __init__(self, capacity: int, state_dim: int, device: torch.device,
+                 generator: torch.Generator) -> None:
+        self.capacity = capacity
+        self.state_dim = state_dim
+        self.rows = torch.zeros(capacity, 2 * state_dim + 3, device=device)
+        self.added = 0
+        self.generator = generator
+
+    def __len__(self) -> int:
+        return min(self.added, self.capacity)
+
+    def add(self, t: Transition) -> None:
+        tail = torch.tensor([float(t.action), float(t.reward), float(t.done)])
+        row = torch.cat([t.state.reshape(-1).float(), t.next_state.reshape(-1).float(),
+                         tail.to(self.rows.device, non_blocking=True)])
+        self.rows[self.added % self.capacity] = row
+        self.added += 1
+
+    def sample(self, n: int) -> tuple[torch.Tensor, ...]:
+        """``(states, actions, rewards, next_states, dones)`` of ``n`` rows drawn uniformly."""
+        idx = torch.randint(len(self), (n,), generator=self.generator, device=self.rows.device)
+        batch = self.rows.index_select(0, idx)
+        d = self.state_dim
+        return (batch[:, :d], batch[:, 2 * d].long(), batch[:, 2 * d + 1], batch[:, d:2 * d],
+                batch[:, 2 * d + 2])
+
+
+class DQN:
+    """An epsilon-greedy deep Q-learning agent over ``n_actions`` discrete actions.
+
+    ``network`` (any module mapping ``[B, *state_shape]`` float states to ``[B, n_actions]``
+    values) replaces the default MLP; it is used as given (its initialisation is the caller's)
+    and moved to ``device``. The default MLP is initialised from ``seed`` without touching the
+    global generators, so two agents with one seed are identical.
+    """
+
+    def __init__(self, state_dim: int | tuple[int, ...], n_actions: int,
+                 config: DQNConfig | None = None, seed: int = 0,
+                 device: torch.device | str = "cpu", network: nn.Module | None = None) -> None:
+        self.config = config = config if config is not None else DQNConfig()
+        config.validate()
+        self.state_shape = (state_dim,) if isinstance(state_dim, int) else tuple(state_dim)
+        self.n_actions = n_actions
+        self.seed = seed
+        self.device = torch.device(device)
+        if network is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, "dqn", "init"))
+                network = MLP(n_actions, self.state_shape, config.widths)
+        self.q = network.to(self.device)
+        self.target = copy.deepcopy(self.q).requires_grad_(False)
+        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr)
+        self.explore_generator = make_generator(seed, "dqn", "explore")  # host: one draw a step
+        self.replay = ReplayRing(config.buffer_size, math.prod(self.state_shape), self.device,
+                                 make_generator(seed, "dqn", "replay", device=self.device))
+        self.steps = 0  # transitions observed
+        self.updates = 0  # gradient steps taken
+        self.target_updates = 0
+        self.last = {"td_loss": math.nan, "q_mean": math.nan}
+
+    @property
+    def epsilon(self) -> float:
+        """The exploration rate at the current step of the linear schedule."""
+        c = self.config
+        span = c.exploration_fraction * c.total_steps
+        progress = min(self.steps / span, 1.0) if span > 0 else 1.0
+        return c.epsilon_start + progress * (c.epsilon_end - c.epsilon_start)
+
+    def act(self, state: torch.Tensor, explore: bool = True) -> torch.Tensor:
+        """A 0-d long action: uniformly random with probability epsilon when ``explore``,
+        else the greedy one. No graph is built and the greedy choice stays on the device."""
+        if explore:
+            draw = torch.rand(2, generator=self.explore_generator)
+            if draw[0].item() < self.epsilon:
+                return (draw[1] * self.n_actions).long().clamp_(max=self.n_actions - 1).to(
+                    self.device)
+        with torch.no_grad():
+            values = self.q(state.to(self.device, torch.float32).reshape(1, *self.state_shape))
+        return values[0].argmax()
+
+    def observe(self, transition: Transition) -> None:
+        self.replay.add(transition)
+        self.steps += 1
+
+    def _due_updates(self) -> int:
+        """Gradient steps fall due at transitions ``start, start + train_frequency, ...``."""
+        start = max(self.config.learning_starts, 1)  # never on an empty replay
+        if self.steps < start:
+            return 0
+        return (self.steps - start) // self.config.train_frequency + 1 - self.updates
+
+    def update(self) -> dict[str, float]:
+        """Every gradient step that is due (usually none or one; more if calls were skipped),
+        then the target update if its interval has passed. The diagnostics' ``td_loss`` and
+        ``q_mean`` are those of the latest gradient step (NaN before the first)."""
+        due = self._due_updates()
+        for _ in range(due):
+            self._gradient_step()
+        if self.steps >= max(self.config.learning_starts, 1) and \
+                self.steps // self.config.target_update_interval > self.target_updates:
+            self.target_updates = self.steps // self.config.target_update_interval
+            self._update_target()
+        return {"td_loss": self.last["td_loss"], "q_mean": self.last["q_mean"],
+                "epsilon": self.epsilon, "steps": float(self.steps),
+                "updates": float(self.updates)}
+
+    def _gradient_step(self) -> None:
+        c = self.config
+        states, actions, rewards, next_states, dones = self.replay.sample(c.batch_size)
+        states = states.view(-1, *self.state_shape)
+        next_states = next_states.view(-1, *self.state_shape)
+        with torch.no_grad():
+            next_values = self.target(next_states)
+            if c.double:  # the online network picks the action, the target network values it
+                best = self.q(next_states).argmax(1, keepdim=True)
+                next_value = next_values.gather(1, best).squeeze(1)
+            else:
+                next_value = next_values.max(1).values
+            target = rewards + c.gamma * next_value * (1.0 - dones)
+        q_taken = self.q(states).gather(1, actions[:, None]).squeeze(1)
+        loss = F.smooth_l1_loss(q_taken, target)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.q.parameters(), c.max_grad_norm)
+        self.optimizer.step()
+        self.updates += 1
+        stats = torch.stack([loss.detach(), q_taken.detach().mean()]).tolist()
+        self.last = {"td_loss": stats[0], "q_mean": stats[1]}
+
+    def _update_target(self) -> None:
+        with torch.no_grad():
+            for t, o in zip(self.target.parameters(), self.q.parameters()):
+                if self.config.tau == 1.0:
+                    t.copy_(o)
+                else:
+                    t.lerp_(o, self.config.tau)
+            for t, o in zip(self.target.buffers(), self.q.buffers()):
+                t.copy_(o)
+
+    def state_dict(self) -> dict[str, Any]:
+        """A snapshot (copies, not views of live tensors) of everything learning depends on:
+        networks, optimiser, counters (hence epsilon's position), replay contents and both
+        random streams."""
+        return copy.deepcopy({
+            "config": asdict(self.config),
+            "q": self.q.state_dict(),
+            "target": self.target.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "steps": self.steps, "updates": self.updates, "target_updates": self.target_updates,
+            "last": dict(self.last),
+            "replay_rows": self.replay.rows, "replay_added": self.replay.added,
+            "explore_rng": self.explore_generator.get_state(),
+            "replay_rng": self.replay.generator.get_state(),
+        })
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore an agent saved by `state_dict`, its config included (the schedule's position
+        means nothing under another schedule); the networks must have the same shapes."""
+        if state["replay_rows"].shape != self.replay.rows.shape:
+            raise ValueError(f"replay shape {tuple(state['replay_rows'].shape)} does not match "
+                             f"this agent's {tuple(self.replay.rows.shape)}")
+        self.config = DQNConfig(**{**state["config"], "widths": tuple(state["config"]["widths"])})
+        self.q.load_state_dict(state["q"])
+        self.target.load_state_dict(state["target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps, self.updates = state["steps"], state["updates"]
+        self.target_updates = state["target_updates"]
+        self.last = dict(state["last"])
+        self.replay.rows.copy_(state["replay_rows"])
+        self.replay.added = state["replay_added"]
+        self.explore_generator.set_state(state["explore_rng"])
+        self.replay.generator.set_state(state["replay_rng"])
