@@ -3,9 +3,15 @@
 Both sides learn gymnasium's ``CartPole-v1`` (episodes cut at 500 steps; a cut is not a
 termination, so it is bootstrapped through) for the same number of environment steps with the
 same hyperparameters, written once below in Stable-Baselines3's terms (`HYPER`) and mapped onto
-Thresher's config dataclasses by `thresher_agent`. They are RL Zoo's CartPole-v1 settings, with
-one environment instead of the zoo's eight for A2C (a Thresher agent observes one transition at
-a time). Per algorithm, side and seed the benchmark records every training episode's return and
+Thresher's config dataclasses name by name by `thresher_agent`. They are RL Zoo's CartPole-v1
+settings with two changes both sides can express: DQN takes one gradient step every 2
+environment steps with a target copy every 256 (the zoo's 128 gradient steps in a burst every
+256 steps, target synced before each burst, is the same ratio; Thresher's DQN has no bursts),
+and A2C runs one environment instead of the zoo's eight (a Thresher agent observes one
+transition at a time). One difference in the algorithm remains: Thresher's A2C also updates at
+each episode's end, so its rollouts never span two episodes, where Stable-Baselines3's run
+``n_steps`` across the boundary (about 1% more updates for Thresher at CartPole's lengths).
+Per algorithm, side and seed the benchmark records every training episode's return and
 the environment step it ended on, then prints
 
 - the mean return of the last 20 episodes finished within the step budget;
@@ -25,11 +31,11 @@ benchmark runs it as a subprocess that prints its results as JSON):
     benchmarks/.venv-sb3/bin/pip install torch==2.13.0 "stable-baselines3==2.9.2" \\
         "gymnasium==1.4.0"
 
-and Thresher's side needs gymnasium in the project's environment (the ``rl`` extra):
+and Thresher's side needs gymnasium in the project's environment:
 
     .venv/bin/pip install "gymnasium==1.4.0"
 
-Run (about N minutes on 2 CPU cores):
+Run (about 15 minutes on 2 busy CPU cores; ``--algos``/``--seeds``/``--steps`` for less):
 
     .venv/bin/python benchmarks/rl_cartpole.py [--algos dqn a2c] [--seeds 3] [--threads 1]
 """
