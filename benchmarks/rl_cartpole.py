@@ -8,9 +8,8 @@ settings with two changes both sides can express: DQN takes one gradient step ev
 environment steps with a target copy every 256 (the zoo's 128 gradient steps in a burst every
 256 steps, target synced before each burst, is the same ratio; Thresher's DQN has no bursts),
 and A2C runs one environment instead of the zoo's eight (a Thresher agent observes one
-transition at a time). One difference in the algorithm remains: Thresher's A2C also updates at
-each episode's end, so its rollouts never span two episodes, where Stable-Baselines3's run
-``n_steps`` across the boundary (about 1% more updates for Thresher at CartPole's lengths).
+transition at a time). Both sides' A2C rollouts are ``n_steps`` long and run across episode
+boundaries (no bootstrapping past a termination; a cut bootstraps from its last state).
 Per algorithm, side and seed the benchmark records every training episode's return and
 the environment step it ended on, then prints
 

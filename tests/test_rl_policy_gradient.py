@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
 from rl_problems import RIGHT, Chain, greedy_return
 from thresher.rl.compare import RandomAgent, compare_to_random
@@ -169,18 +170,72 @@ def test_gae_lambda_one_is_n_step_return_and_cuts_stop_the_flow() -> None:
     assert discounted_returns([1.0, 1.0, 1.0], [False, True, False], 0.5) == [1.5, 1.0, 1.0]
 
 
-def test_a2c_updates_every_n_steps_and_at_episode_ends() -> None:
+def test_a2c_updates_every_n_steps_across_episode_ends() -> None:
     env, agent = Chain(N, seed=0), ActorCritic(N, 2, A2CConfig(n_steps=3), seed=0)
     state = env.reset()
     pattern = []
-    for action in [RIGHT, RIGHT, 0, 0, 0]:  # 2, 3, 2, 1, 0 (the lure: done)
+    for action in [RIGHT, RIGHT, 0, 0, 0, RIGHT]:  # 2, 3, 2, 1, 0 (the lure: done); 2
         action = torch.tensor(action)
         next_state, reward, done = env.step(action)
         agent.observe(Transition(state, action, reward, next_state, done))
         pattern.append(bool(agent.update()))
-        state = next_state
-    assert pattern == [False, False, True, False, True]
+        state = env.reset() if done else next_state
+    # no update at the episode's end: the second rollout runs on into the next episode
+    assert pattern == [False, False, True, False, False, True]
     assert agent.updates == 2 and list(agent.returns) == [0.1]
+
+
+class LinearValues(nn.Module):
+    """Uniform policy, V(one-hot s_i) = v[i]; counts its forward passes (rows per call)."""
+
+    def __init__(self, v: torch.Tensor) -> None:
+        super().__init__()
+        self.v = nn.Parameter(v.clone())
+        self.logits = nn.Parameter(torch.zeros(2))
+        self.calls: list[int] = []
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.calls.append(len(x))
+        return self.logits.expand(len(x), 2), x @ self.v
+
+
+def one_hot(i: int) -> torch.Tensor:
+    return torch.eye(N)[i]
+
+
+def test_a2c_rollout_stops_at_done_and_bootstraps_a_cut_from_its_last_state() -> None:
+    v, gamma = torch.arange(N, dtype=torch.float32) / 10, 0.5
+    net = LinearValues(v)
+    agent = ActorCritic(N, 2, A2CConfig(n_steps=5, gamma=gamma), network=net)
+    steps = [(1, 2, 0.0, False), (2, 3, 1.0, True),  # an episode ends inside the rollout
+             (5, 6, 0.0, False), (6, 7, 2.0, False),  # the next one is cut after s_7
+             (1, 2, 0.0, False)]  # a new episode (a reset without done)
+    for i, (s, n, r, d) in enumerate(steps):
+        agent.observe(Transition(one_hot(s), torch.tensor(0), r, one_hot(n), d))
+        out = agent.update()
+        assert bool(out) == (i == 4)
+    assert agent.ends == [] and agent.buffer == []
+    t3 = 2.0 + gamma * v[7]  # the cut bootstraps from V(s_7), not from the new episode
+    targets = torch.stack([0.0 + gamma * torch.tensor(1.0), torch.tensor(1.0), gamma * t3, t3,
+                           0.0 + gamma * v[2]])  # done: no bootstrap; the end: V(s_2)
+    expected = ((v[[1, 2, 5, 6, 1]] - targets) ** 2).mean()
+    assert out["value_loss"] == pytest.approx(expected.item())
+
+
+def test_a2c_acts_once_per_step_and_updates_with_one_pass_plus_the_last_value() -> None:
+    net = LinearValues(torch.zeros(N))
+    agent = ActorCritic(N, 2, A2CConfig(n_steps=5), network=net)
+    env = Chain(N, seed=0)
+    state = env.reset()
+    for _ in range(10):
+        action = agent.act(state)
+        next_state, reward, done = env.step(action)
+        agent.observe(Transition(state, action, reward, next_state, done))
+        agent.update()
+        state = env.reset() if done else next_state
+    # per rollout: 5 acts of one row; the value of the last next state; the gradient pass
+    assert net.calls == [1] * 5 + [1, 5] + [1] * 5 + [1, 5]
+    assert agent.updates == 2
 
 
 def test_cut_episode_ends_returns_there() -> None:

@@ -4,13 +4,20 @@ actor-critic (A2C) with n-step returns or GAE(λ) and a PPO-clip option.
 One file in the single-file style: a small network, the return arithmetic as functions, and two
 agents over one shared base (acting, collecting, checkpointing). Both follow `thresher.rl.core`:
 ``observe`` only collects; ``update`` learns when a learning step is due (REINFORCE at an
-episode's end, A2C every ``n_steps`` and at episode ends) and returns ``{}`` otherwise.
+episode's end, A2C every ``n_steps``: fixed-length rollouts that run across episode boundaries,
+as Stable-Baselines3's do) and returns ``{}`` otherwise.
 
 A network is any module mapping states ``[B, state_dim]`` to ``(logits [B, n_actions],
 values [B])``; the built one (`PolicyValueNet`) is initialised from the agent's seed.
 An episode cut short (the caller resets without ``done``) is noticed when the next state
 observed is not the last one's successor: returns then stop there instead of running on into
-the new episode.
+the new episode (A2C bootstraps the cut step from the value of its next state, as
+Stable-Baselines3 does at a time limit; REINFORCE's Monte-Carlo return just stops).
+
+A2C computes logits and value once per step, in ``act``, and keeps the value and the action's
+log-probability for the update, which then needs one forward pass with gradients over the
+rollout's states plus the values of the next states nothing acted in (the rollout's last one,
+and those of cut episodes).
 """
 
 from __future__ import annotations
@@ -54,7 +61,9 @@ class ReinforceConfig:
 
 @dataclass
 class A2CConfig:
-    """Advantage actor-critic, an update every ``n_steps`` (and at each episode's end).
+    """Advantage actor-critic, an update every ``n_steps`` environment steps; a rollout runs
+    across episode boundaries (no bootstrapping past a ``done``; a cut episode bootstraps from
+    the value of its last next state).
 
     ``gae_lambda=1`` gives A2C's n-step returns (each step bootstraps at the rollout's end);
     below 1, GAE(λ). ``ppo_clip`` (e.g. 0.2) turns the update into PPO-clip: ``ppo_epochs``
@@ -199,7 +208,7 @@ class _PolicyAgent:
 
     def act(self, state: torch.Tensor, explore: bool = True) -> torch.Tensor:
         """A 0-d long action: sampled from the policy, or its most likely action."""
-        with torch.no_grad():
+        with torch.inference_mode():
             logits = self.network(state.to(self.device, torch.float32).unsqueeze(0))[0][0]
         if not explore:
             return logits.argmax()
@@ -337,15 +346,47 @@ class ActorCritic(_PolicyAgent):
                          critic=True, shared=config.shared)
         self.reward_scale = _RunningVariance()
         self.discounted = 0.0  # the running discounted return the scale is taken from
+        self.values: list[float] = []  # V(s_t) per buffered step, computed when acting
+        self.log_probs: list[float] = []  # log π(a_t|s_t) per buffered step, when acting
+        # (state, action, value, log-prob) of the last `act`, until its step is observed
+        self.pending: tuple[torch.Tensor, torch.Tensor, float, float] | None = None
 
     def _cut(self) -> None:
         super()._cut()
         self.discounted = 0.0
 
+    def _evaluate(self, state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and value of one state, no graph."""
+        with torch.inference_mode():
+            logits, value = self.network(state.unsqueeze(0))
+        return logits[0], value[0]
+
+    def act(self, state: torch.Tensor, explore: bool = True) -> torch.Tensor:
+        """A 0-d long action: sampled from the policy, or its most likely action. The state's
+        value and the action's log-probability are kept for when the step is observed."""
+        state = state.to(self.device, torch.float32)
+        logits, value = self._evaluate(state)
+        log_probs = torch.log_softmax(logits, -1)
+        if explore:
+            action = torch.multinomial(log_probs.exp(), 1, generator=self.generator)[0]
+        else:
+            action = logits.argmax()
+        self.pending = (state, action, value.item(), log_probs[action].item())
+        return action
+
     def observe(self, transition: Transition) -> None:
         super().observe(transition)
+        t = self.buffer[-1]
+        pending, self.pending = self.pending, None
+        if (pending is not None and (pending[0] is t.state or torch.equal(pending[0], t.state))
+                and (pending[1] is transition.action or int(pending[1]) == int(t.action))):
+            value, log_prob = pending[2], pending[3]
+        else:  # not acted on by `act` (or not in this state): evaluate it now
+            logits, v = self._evaluate(t.state)
+            value, log_prob = v.item(), torch.log_softmax(logits, -1)[t.action].item()
+        self.values.append(value)
+        self.log_probs.append(log_prob)
         if self.config.normalize_rewards:
-            t = self.buffer[-1]
             self.discounted = self.discounted * self.config.gamma + t.reward
             self.reward_scale.add(self.discounted)
             t.reward = t.reward / (self.reward_scale.std() + 1e-8)
@@ -353,34 +394,42 @@ class ActorCritic(_PolicyAgent):
                 self.discounted = 0.0
 
     def update(self) -> dict[str, float]:
-        if not self.buffer or not (self.buffer[-1].done
-                                   or len(self.buffer) >= self.config.n_steps):
+        if len(self.buffer) < self.config.n_steps:
             return {}
         cfg = self.config
-        states, actions, next_states = self._take_rollout()
-        rewards = [t.reward for t in self.buffer]
-        dones = [t.done for t in self.buffer]
+        buffer, values, old_log_probs = self.buffer, self.values, self.log_probs
         ends = self.ends[:-1] + [True]
-        self.buffer, self.ends = [], []
-        with torch.no_grad():
-            old_logits, values = self.network(states)
-            next_values = self.network(next_states)[1]
-            old_log_probs = torch.distributions.Categorical(logits=old_logits).log_prob(actions)
-        advantages, targets = gae(rewards, values.tolist(), next_values.tolist(), dones, ends,
+        dones = [t.done for t in buffer]
+        self.buffer, self.ends, self.values, self.log_probs = [], [], [], []
+        # next values: the next step's value where the episode goes on in the rollout;
+        # V(next state) at the rollout's end and at cuts; nothing past a done
+        next_values = values[1:] + [0.0]
+        boot = [i for i, (e, d) in enumerate(zip(ends, dones)) if e and not d]
+        if boot:
+            with torch.inference_mode():
+                boot_values = self.network(torch.stack([buffer[i].next_state
+                                                        for i in boot]))[1].tolist()
+            for i, v in zip(boot, boot_values):
+                next_values[i] = v
+        advantages, targets = gae([t.reward for t in buffer], values, next_values, dones, ends,
                                   cfg.gamma, cfg.gae_lambda)
+        states = torch.stack([t.state for t in buffer])
+        actions = torch.stack([t.action for t in buffer]).unsqueeze(-1)
         advantages = torch.tensor(advantages, device=self.device)
         targets = torch.tensor(targets, device=self.device)
+        old = torch.tensor(old_log_probs, device=self.device)
         for _ in range(cfg.ppo_epochs if cfg.ppo_clip is not None else 1):
-            logits, values = self.network(states)
-            dist = torch.distributions.Categorical(logits=logits)
-            ratio = torch.exp(dist.log_prob(actions) - old_log_probs)  # 1 on the first pass
-            surrogate = ratio * advantages
-            if cfg.ppo_clip is not None:
+            logits, values_now = self.network(states)
+            log_probs = torch.log_softmax(logits, -1)
+            log_prob = log_probs.gather(-1, actions).squeeze(-1)
+            if cfg.ppo_clip is None:
+                policy_loss = -(log_prob * advantages).mean()
+            else:
+                ratio = torch.exp(log_prob - old)
                 clipped = ratio.clamp(1 - cfg.ppo_clip, 1 + cfg.ppo_clip) * advantages
-                surrogate = torch.minimum(surrogate, clipped)
-            policy_loss = -surrogate.mean()
-            value_loss = F.mse_loss(values, targets)
-            entropy = dist.entropy().mean()
+                policy_loss = -torch.minimum(ratio * advantages, clipped).mean()
+            value_loss = F.mse_loss(values_now, targets)
+            entropy = -(log_probs.exp() * log_probs).sum(-1).mean()
             self._step(policy_loss + cfg.value_coef * value_loss - cfg.entropy_coef * entropy)
         self.updates += 1
         return {"policy_loss": policy_loss.item(), "value_loss": value_loss.item(),
@@ -390,10 +439,13 @@ class ActorCritic(_PolicyAgent):
     def state_dict(self) -> dict[str, Any]:
         scale = self.reward_scale
         return {**super().state_dict(), "discounted": self.discounted,
-                "reward_scale": (scale.count, scale.mean, scale.m2)}
+                "reward_scale": (scale.count, scale.mean, scale.m2),
+                "values": list(self.values), "log_probs": list(self.log_probs)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.discounted = state["discounted"]
         self.reward_scale.count, self.reward_scale.mean, self.reward_scale.m2 = (
             state["reward_scale"])
+        self.values, self.log_probs = list(state["values"]), list(state["log_probs"])
+        self.pending = None  # an `act` not yet observed is evaluated again when it is
