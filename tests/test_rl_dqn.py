@@ -182,3 +182,29 @@ def test_custom_network_and_config_checks():
         DQN(N, 2, config=DQNConfig(tau=0.0))
     with pytest.raises(ValueError, match="batch_size must be > 0"):
         DQN(N, 2, config=DQNConfig(batch_size=0))
+
+
+def test_hand_written_gradient_equals_autograd():
+    """The default MLP's TD-loss gradient by hand is autograd's, bit for bit; a network that
+    is not the default MLP takes autograd's path."""
+    agent = DQN(N, Chain.n_actions, config=chain_config(widths=(32, 16)), seed=0)
+    assert agent._linears is not None
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(48, N, generator=g)  # 1 / 48 is inexact: the mean's scaling matters
+    actions = torch.randint(2, (48,), generator=g)
+    target = 3 * torch.randn(48, generator=g)  # TD errors on both sides of Huber's kink
+    loss, q_taken = agent._mlp_loss_grad(states, actions, target)
+    hand = [p.grad.clone() for p in agent.q.parameters()]
+    agent.q.zero_grad(set_to_none=True)
+    auto_q = agent.q(states).gather(1, actions[:, None]).squeeze(1)
+    auto_loss = torch.nn.functional.smooth_l1_loss(auto_q, target)
+    auto_loss.backward()
+    assert torch.equal(loss, auto_loss.detach()) and torch.equal(q_taken, auto_q.detach())
+    for h, p in zip(hand, agent.q.parameters()):
+        assert torch.equal(h, p.grad)
+    agent._mlp_loss_grad(states, actions, target)  # grads reattached after a zero_grad
+    assert all(torch.equal(h, p.grad) for h, p in zip(hand, agent.q.parameters()))
+    states_1 = states[:1]
+    assert torch.equal(agent.act(states_1[0], explore=False), agent.q(states_1)[0].argmax())
+    custom = DQN(N, 2, network=torch.nn.Sequential(torch.nn.Linear(N, 2)))
+    assert custom._linears is None
