@@ -289,7 +289,36 @@ def sample_gamma(concentration: torch.Tensor, generator: torch.Generator,
     return torch.where(boost, out * scale.pow(1 / concentration), out)
 
 
-class BernoulliThompson:
+class _Posterior:
+    """What the two Thompson samplers share: their arms' statistics, diagnostics and random
+    stream (each sets ``stats``, ``tracker`` and ``generator``); they differ in the posterior."""
+
+    stats: ArmStats
+    tracker: Tracker
+    generator: torch.Generator
+
+    def record(self, action: torch.Tensor, reward: torch.Tensor | float) -> None:
+        reward = _as_reward(reward, self.stats.sums)
+        self.stats.add(action, reward)
+        self.tracker.add(action, reward)
+
+    def observe(self, transition: Transition) -> None:
+        self.record(transition.action, transition.reward)
+
+    def update(self) -> dict[str, float]:
+        return self.tracker.diagnostics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stats": self.stats.state_dict(), "tracker": self.tracker.state_dict(),
+                "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state["stats"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.generator.set_state(state["rng"])
+
+
+class BernoulliThompson(_Posterior):
     """Thompson sampling for rewards in [0, 1]: a Beta(prior_alpha + successes, prior_beta +
     failures) posterior per arm; each step plays the arm whose posterior draw is largest.
     ``window`` keeps the posterior to the last pulls, so it forgets a drifted arm."""
@@ -314,28 +343,8 @@ class BernoulliThompson:
         draws = sample_gamma(torch.stack([alpha, beta]), self.generator)
         return argmax_random_ties(draws[0] / (draws[0] + draws[1]), self.generator)
 
-    def record(self, action: torch.Tensor, reward: torch.Tensor | float) -> None:
-        reward = _as_reward(reward, self.stats.sums)
-        self.stats.add(action, reward)
-        self.tracker.add(action, reward)
 
-    def observe(self, transition: Transition) -> None:
-        self.record(transition.action, transition.reward)
-
-    def update(self) -> dict[str, float]:
-        return self.tracker.diagnostics()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats.state_dict(), "tracker": self.tracker.state_dict(),
-                "rng": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stats.load_state_dict(state["stats"])
-        self.tracker.load_state_dict(state["tracker"])
-        self.generator.set_state(state["rng"])
-
-
-class GaussianThompson:
+class GaussianThompson(_Posterior):
     """Thompson sampling for Gaussian rewards: a Normal(prior_mean, prior_std^2) prior on each
     arm's mean and its conjugate Normal posterior. The noise is ``noise_std`` when known; with
     ``noise_std=None`` each arm's noise variance is its own sample variance, pooled with one
@@ -373,26 +382,6 @@ class GaussianThompson:
             return argmax_random_ties(mean, self.generator)
         noise = torch.randn(mean.shape, generator=self.generator, device=self.device)
         return argmax_random_ties(mean + std * noise, self.generator)
-
-    def record(self, action: torch.Tensor, reward: torch.Tensor | float) -> None:
-        reward = _as_reward(reward, self.stats.sums)
-        self.stats.add(action, reward)
-        self.tracker.add(action, reward)
-
-    def observe(self, transition: Transition) -> None:
-        self.record(transition.action, transition.reward)
-
-    def update(self) -> dict[str, float]:
-        return self.tracker.diagnostics()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats.state_dict(), "tracker": self.tracker.state_dict(),
-                "rng": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stats.load_state_dict(state["stats"])
-        self.tracker.load_state_dict(state["tracker"])
-        self.generator.set_state(state["rng"])
 
 
 def _contexts(state: torch.Tensor, dim: int) -> torch.Tensor:
