@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
+from processes import CLI, wait_for
 from thresher.cli import main
 from thresher.runs.commands import runs_show
 from thresher.runs.store import RunStore, StoreError
 
-CLI = [sys.executable, "-m", "thresher.cli", "-q"]
 # three digits seeds, each a unit of a second or two: a signal lands between or inside units
 TRAIN = ["train", "--dataset", "digits", "--epochs", "25", "--runs", "3"]
 
@@ -42,14 +42,6 @@ def make_runs(store: RunStore) -> None:
             run.unit("seed0", lambda acc=acc: {"acc": acc})
             run.save_results(f"acc {acc}")
             run.metrics = {"acc": acc}
-
-
-def wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def units(run_dir: Path) -> dict[str, float]:

@@ -5,18 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from processes import CLI, wait_for
 from thresher.cli import main
 from thresher.runs.store import RunStore
 from thresher.runs.sweep import SUMMARY_FILE, parse_grid, plan
 from thresher.studies import load_builtin
 
-CLI = [sys.executable, "-m", "thresher.cli", "-q"]
 QUICK = ["--set", "dataset=digits", "--set", "fit.epochs=2"]
 
 
@@ -33,14 +31,6 @@ def summaries(root: Path, name: str) -> dict[str, dict]:
     return {r["id"]: json.loads((root / r["id"] / "summary.json").read_text())
             for r in sweep_summary(root, name)["runs"]
             if (root / r["id"] / "summary.json").exists()}
-
-
-def wait_for(predicate, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.05)
 
 
 def test_grid_values_split_at_top_level_commas_only():

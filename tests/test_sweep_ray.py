@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from processes import CLI
+
 pytest.importorskip("ray")
 
-CLI = [sys.executable, "-m", "thresher.cli", "-q"]
 ACTIVE = ["sweep", "active", "--set", "datasets=[digits]", "--set", "budget=200",
           "--set", "fit.epochs=3", "--grid", "methods=margin,random", "--seeds", "0", "1", "2",
           "--name", "al", "--jobs", "2"]

@@ -158,7 +158,7 @@ def remove_orphans(folder: Path, suffix: str, prefix: str = ".") -> list[Path]:
         if not pid.isdigit():
             continue  # not a name a writer here gives
         try:
-            if _alive(int(pid)) and now - path.lstat().st_mtime < ORPHAN_AGE:
+            if pid_alive(int(pid)) and now - path.lstat().st_mtime < ORPHAN_AGE:
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -172,7 +172,7 @@ def remove_orphans(folder: Path, suffix: str, prefix: str = ".") -> list[Path]:
     return removed
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists on this machine (signal 0 only checks)."""
     if pid <= 0:
         return False

@@ -202,7 +202,36 @@ class EpsilonGreedy:
         self.generator.set_state(state["rng"])
 
 
-class UCB:
+class _Counted:
+    """What UCB and the Thompson samplers share: per-arm statistics, diagnostics and a random
+    stream (each sets ``stats``, ``tracker`` and ``generator``); they differ in how they choose."""
+
+    stats: ArmStats
+    tracker: Tracker
+    generator: torch.Generator
+
+    def record(self, action: torch.Tensor, reward: torch.Tensor | float) -> None:
+        reward = _as_reward(reward, self.stats.sums)
+        self.stats.add(action, reward)
+        self.tracker.add(action, reward)
+
+    def observe(self, transition: Transition) -> None:
+        self.record(transition.action, transition.reward)
+
+    def update(self) -> dict[str, float]:
+        return self.tracker.diagnostics()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"stats": self.stats.state_dict(), "tracker": self.tracker.state_dict(),
+                "rng": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stats.load_state_dict(state["stats"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.generator.set_state(state["rng"])
+
+
+class UCB(_Counted):
     """UCB1 (Auer et al. 2002; Sutton & Barto eq. 2.10): the arm maximising
     ``Q(a) + c * sqrt(ln t / N(a))``, each arm tried once first. ``step_size`` gives
     recency-weighted estimates; ``window`` counts and averages over the last pulls only, and
@@ -243,21 +272,12 @@ class UCB:
             self.values += rate * (reward[..., None] - self.values)
         self.tracker.add(action, reward)
 
-    def observe(self, transition: Transition) -> None:
-        self.record(transition.action, transition.reward)
-
-    def update(self) -> dict[str, float]:
-        return self.tracker.diagnostics()
-
     def state_dict(self) -> dict[str, Any]:
-        return {"values": self.values.clone(), "stats": self.stats.state_dict(),
-                "tracker": self.tracker.state_dict(), "rng": self.generator.get_state()}
+        return super().state_dict() | {"values": self.values.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.values.copy_(state["values"])
-        self.stats.load_state_dict(state["stats"])
-        self.tracker.load_state_dict(state["tracker"])
-        self.generator.set_state(state["rng"])
 
 
 def sample_gamma(concentration: torch.Tensor, generator: torch.Generator,
@@ -289,36 +309,7 @@ def sample_gamma(concentration: torch.Tensor, generator: torch.Generator,
     return torch.where(boost, out * scale.pow(1 / concentration), out)
 
 
-class _Posterior:
-    """What the two Thompson samplers share: their arms' statistics, diagnostics and random
-    stream (each sets ``stats``, ``tracker`` and ``generator``); they differ in the posterior."""
-
-    stats: ArmStats
-    tracker: Tracker
-    generator: torch.Generator
-
-    def record(self, action: torch.Tensor, reward: torch.Tensor | float) -> None:
-        reward = _as_reward(reward, self.stats.sums)
-        self.stats.add(action, reward)
-        self.tracker.add(action, reward)
-
-    def observe(self, transition: Transition) -> None:
-        self.record(transition.action, transition.reward)
-
-    def update(self) -> dict[str, float]:
-        return self.tracker.diagnostics()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"stats": self.stats.state_dict(), "tracker": self.tracker.state_dict(),
-                "rng": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stats.load_state_dict(state["stats"])
-        self.tracker.load_state_dict(state["tracker"])
-        self.generator.set_state(state["rng"])
-
-
-class BernoulliThompson(_Posterior):
+class BernoulliThompson(_Counted):
     """Thompson sampling for rewards in [0, 1]: a Beta(prior_alpha + successes, prior_beta +
     failures) posterior per arm; each step plays the arm whose posterior draw is largest.
     ``window`` keeps the posterior to the last pulls, so it forgets a drifted arm."""
@@ -344,7 +335,7 @@ class BernoulliThompson(_Posterior):
         return argmax_random_ties(draws[0] / (draws[0] + draws[1]), self.generator)
 
 
-class GaussianThompson(_Posterior):
+class GaussianThompson(_Counted):
     """Thompson sampling for Gaussian rewards: a Normal(prior_mean, prior_std^2) prior on each
     arm's mean and its conjugate Normal posterior. The noise is ``noise_std`` when known; with
     ``noise_std=None`` each arm's noise variance is its own sample variance, pooled with one

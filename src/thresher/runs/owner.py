@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from thresher.data.cache import pid_alive
+
 HEARTBEAT_FILE = "heartbeat"
 HEARTBEAT_S = 30.0  # how often a live run touches its heartbeat file
 
@@ -35,23 +37,13 @@ def this_process(heartbeat_s: float = HEARTBEAT_S) -> dict[str, Any]:
             "heartbeat_s": heartbeat_s}
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
 def owner_alive(owner: dict[str, Any] | None, directory: Path) -> bool:
     """Whether the process that owns a ``running`` run still exists."""
     if not owner:
         return False  # a run recorded before owners were: nothing can be running it now
     if owner.get("host") == socket.gethostname():
         pid = int(owner["pid"])
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return False
         recorded, now = owner.get("process_start"), process_start(pid)
         return recorded is None or now is None or recorded == now

@@ -9,7 +9,6 @@ network filesystem by many machines at once.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from thresher.runs.sweep import Done, Launch, Task, signals_checked
+from thresher.train.device import usable_cores
 
 
 def _run(command: list[str], log: str) -> int:
@@ -40,8 +40,7 @@ def ray_launcher(address: str | None, jobs: int, gpus: int) -> Launch:
         import ray
     except ImportError:
         raise ValueError("the ray backend needs Ray: pip install 'thresher[ray]'") from None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
+    cores = usable_cores()
     threads = max(1, cores // jobs)
 
     def launch(work: Sequence[Task], done: Done) -> None:

@@ -390,6 +390,12 @@ def _record_from_summary(directory: Path, summary: dict[str, Any]) -> RunRecord:
         owner=summary.get("owner"), sweep=summary.get("sweep"))
 
 
+def read_record(directory: Path) -> RunRecord | None:
+    """The run in ``directory`` as its summary.json says (``died`` derived), None without one."""
+    summary = read_summary(directory)
+    return None if summary is None else _record_from_summary(Path(directory), summary)
+
+
 def _config_changes(old: dict, new: dict, limit: int = 5) -> list[str]:
     before, after = flatten(old), flatten(new)
     keys = [k for k in dict.fromkeys([*before, *after]) if before.get(k) != after.get(k)]
@@ -649,8 +655,9 @@ class RunStore:
         """
         text = str(ref)
         directory = Path(ref)
-        if directory.is_dir() and read_summary(directory) is not None:
-            return _record_from_summary(directory, read_summary(directory))
+        found = read_record(directory) if directory.is_dir() else None
+        if found is not None:
+            return found
         records = self.list()
         for match in (lambda r: r.id == text, lambda r: r.name == text,
                       lambda r: r.name.startswith(text) or r.id.startswith(text)):
@@ -663,8 +670,7 @@ class RunStore:
         raise RunLookupError(self._not_found(text, records))
 
     def _fresh(self, record: RunRecord) -> RunRecord:
-        summary = read_summary(record.path)
-        return record if summary is None else _record_from_summary(record.path, summary)
+        return read_record(record.path) or record
 
     def _not_found(self, ref: str, records: list[RunRecord]) -> str:
         message = f"no run {ref!r} in {self.root}"

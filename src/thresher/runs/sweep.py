@@ -35,7 +35,15 @@ import thresher
 from thresher.runs.config import ConfigError, config_to_dict, dump_yaml, flatten, load_config
 from thresher.runs.files import atomic_write, to_json
 from thresher.runs.stats import summarize
-from thresher.runs.store import RunStore, StoreError, git_commit, git_diff, read_summary
+from thresher.runs.store import (
+    RunRecord,
+    RunStore,
+    StoreError,
+    git_commit,
+    git_diff,
+    read_record,
+)
+from thresher.train.device import usable_cores
 
 log = logging.getLogger("thresher.sweep")
 
@@ -168,12 +176,18 @@ def sweep_dir(store: RunStore, name: str) -> Path:
     return store.root / SWEEPS_DIR / name
 
 
-def job_status(store: RunStore, job: Job) -> str:
-    """pending (no folder yet), or the run's status as its folder says (``died`` included)."""
-    directory = store.root / job.study / job.name
-    if read_summary(directory) is None:
-        return "pending"
-    return store.get(directory).status
+def run_status(store: RunStore, run_id: str) -> tuple[str, RunRecord | None]:
+    """(status, record): pending (no folder yet), or as the run's folder says (``died``
+    included)."""
+    record = read_record(store.root / run_id)
+    return ("pending" if record is None else record.status), record
+
+
+def _counts(runs: list[dict[str, Any]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for run in runs:
+        counts[run["status"]] = counts.get(run["status"], 0) + 1
+    return counts
 
 
 def summarise(store: RunStore, sweep: Sweep) -> dict[str, Any]:
@@ -181,12 +195,10 @@ def summarise(store: RunStore, sweep: Sweep) -> dict[str, Any]:
     seeds whose run completed."""
     runs = []
     for job in sweep.jobs:
-        status = job_status(store, job)
+        status, record = run_status(store, job.id)
         metrics = {}
         if status in FINAL:
-            summary = read_summary(store.root / job.study / job.name) or {}
-            metrics = {_generic(k, job.params): v
-                       for k, v in flatten(summary.get("metrics") or {}).items()
+            metrics = {_generic(k, job.params): v for k, v in flatten(record.metrics).items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
         runs.append({"id": job.id, "key": job.key, "params": job.params, "seed": job.seed,
                      "status": status, "metrics": metrics})
@@ -205,9 +217,7 @@ def summarise(store: RunStore, sweep: Sweep) -> dict[str, Any]:
                           "values": values}
         points.append({"params": json.loads(params), "runs": [r["id"] for r in group],
                        "seeds": [r["seed"] for r in group], "metrics": stats})
-    counts: dict[str, int] = {}
-    for r in runs:
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    counts = _counts(runs)
     return {"name": sweep.name, "study": sweep.study, "definition": sweep.definition,
             "grid": sweep.grid, "seeds": sweep.seeds,
             "base": {k.strip(): v.strip() for k, _, v in (o.partition("=") for o in sweep.base)},
@@ -283,7 +293,7 @@ def run_sweep(sweep: Sweep, store: RunStore, launch: Launch) -> dict[str, Any]:
     _check_definition(store, sweep)
     todo = []
     for job in sweep.jobs:
-        status = job_status(store, job)
+        status, _ = run_status(store, job.id)
         if status in FINAL:
             continue
         if status == "running":
@@ -324,13 +334,8 @@ def sweep_status(store: RunStore, name: str) -> dict[str, Any]:
                          + (f"; sweeps: {', '.join(names)}" if names else ""))
     summary = json.loads(path.read_text())
     for run in summary["runs"]:
-        study, _, run_name = run["id"].partition("/")
-        directory = store.root / study / run_name
-        run["status"] = store.get(directory).status if read_summary(directory) else "pending"
-    counts: dict[str, int] = {}
-    for run in summary["runs"]:
-        counts[run["status"]] = counts.get(run["status"], 0) + 1
-    summary["counts"] = counts
+        run["status"], _ = run_status(store, run["id"])
+    summary["counts"] = _counts(summary["runs"])
     return summary
 
 
@@ -343,16 +348,14 @@ def default_jobs() -> tuple[int, int]:
     import torch
 
     gpus = torch.cuda.device_count()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
+    cores = usable_cores()
     return (gpus or cores), gpus
 
 
 def local_launcher(jobs: int, gpus: int = 0) -> Launch:
     """A pool of ``jobs`` worker processes; each gets ``cores // jobs`` torch threads (so two
     jobs on two cores do not fight) and, with GPUs, one GPU of its own."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        os.cpu_count() or 1
+    cores = usable_cores()
     threads = max(1, cores // jobs)
 
     def launch(work: Sequence[Task], done: Done) -> None:

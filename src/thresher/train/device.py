@@ -31,12 +31,17 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def default_threads() -> int:
-    """The CPU thread count `set_threads(0)` picks: one per core this process may use (torch's
-    own default). With the passive wait policy the CLI sets (`thresher.threads`) it is the
-    fastest on an idle machine and keeps the most speed beside a neighbour's torch job; one
-    thread costs ~45% idle (`benchmarks/contention.py`)."""
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def default_threads() -> int:
+    """The CPU thread count `set_threads(0)` picks: one per usable core (torch's own default).
+    Measured with `benchmarks/contention.py`: with the passive OpenMP wait policy
+    (`thresher.threads`) this is fastest idle and holds up when another process takes a core,
+    so there is no reason to use fewer."""
+    return usable_cores()
 
 
 def set_threads(threads: int) -> int:
