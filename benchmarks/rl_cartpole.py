@@ -67,6 +67,7 @@ import numpy as np
 SB3_PYTHON = Path(__file__).resolve().parent / ".venv-sb3" / "bin" / "python"
 ENV_ID = "CartPole-v1"
 WINDOW, SOLVED = 20, 475.0
+EVAL_EPISODES, EVAL_SEED = 20, 10_000  # greedy episodes after learning, as RL Zoo scores
 
 # One set of hyperparameters per algorithm, in Stable-Baselines3's names (RL Zoo, CartPole-v1).
 HYPER: dict[str, dict] = {
@@ -78,9 +79,9 @@ HYPER: dict[str, dict] = {
         "buffer_size": 100_000,
         "learning_starts": 1_000,
         "gamma": 0.99,
-        "train_freq": 2,  # environment steps per gradient step
-        "gradient_steps": 1,
-        "target_update_interval": 256,  # environment steps between hard target copies
+        "train_freq": 256,  # environment steps between bursts of gradient steps
+        "gradient_steps": 128,  # per burst
+        "target_update_interval": 10,  # environment steps between hard target copies
         "exploration_initial_eps": 1.0,
         "exploration_final_eps": 0.04,
         "exploration_fraction": 0.16,  # of the step budget, linear decay
@@ -147,13 +148,24 @@ def sb3_run(algo: str, seed: int, threads: int) -> dict:
     start = time.perf_counter()
     model.learn(total_timesteps=steps, log_interval=10**9)  # never dumped: the last values stay
     seconds = time.perf_counter() - start
+    eval_env = gym.make(ENV_ID)
+    greedy = []
+    for episode in range(EVAL_EPISODES):
+        obs, _ = eval_env.reset(seed=EVAL_SEED + 1000 * seed + episode)
+        total, done = 0.0, False
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = eval_env.step(int(action))
+            total, done = total + reward, terminated or truncated
+        greedy.append(total)
     logged = model.logger.name_to_value
     diagnostics = {k.split("/")[-1]: float(v) for k, v in logged.items()
                    if k.split("/")[-1] in ("loss", "exploration_rate", "entropy_loss",
                                            "value_loss", "policy_loss")}
     return {"returns": [float(x) for x in env.get_episode_rewards()],
             "lengths": [int(x) for x in env.get_episode_lengths()],
-            "seconds": seconds, "steps": steps, "diagnostics": diagnostics}
+            "seconds": seconds, "steps": steps, "diagnostics": diagnostics,
+            "greedy": statistics.mean(greedy)}
 
 
 def remote_sb3(algo: str, seed: int, threads: int) -> dict:
@@ -177,11 +189,11 @@ def thresher_agent(algo: str, seed: int):
     if algo == "dqn":
         from thresher.rl.dqn import DQN, DQNConfig
 
-        assert h["gradient_steps"] == 1, "Thresher's DQN takes one gradient step at a time"
         config = DQNConfig(lr=h["learning_rate"], gamma=h["gamma"],
                            buffer_size=h["buffer_size"], batch_size=h["batch_size"],
                            learning_starts=h["learning_starts"],
                            train_frequency=h["train_freq"],
+                           gradient_steps=h["gradient_steps"],
                            target_update_interval=h["target_update_interval"], tau=1.0,
                            double=False, epsilon_start=h["exploration_initial_eps"],
                            epsilon_end=h["exploration_final_eps"],
@@ -236,8 +248,18 @@ def thresher_run(algo: str, seed: int, threads: int) -> dict:
         else:
             state = next_state
     seconds = time.perf_counter() - start
+    greedy = []
+    for episode in range(EVAL_EPISODES):
+        obs, _ = env.reset(seed=EVAL_SEED + 1000 * seed + episode)
+        total, done = 0.0, False
+        while not done:
+            action = agent.act(torch.as_tensor(obs, dtype=torch.float32), explore=False)
+            obs, reward, terminated, truncated, _ = env.step(int(action))
+            total, done = total + reward, terminated or truncated
+        greedy.append(total)
     return {"returns": returns, "lengths": lengths, "seconds": seconds, "steps": steps,
-            "diagnostics": {k: float(v) for k, v in diagnostics.items()}}
+            "diagnostics": {k: float(v) for k, v in diagnostics.items()},
+            "greedy": statistics.mean(greedy)}
 
 
 # ---------------------------------------------------------------- both
@@ -277,6 +299,7 @@ def main() -> None:
                 results[algo, side, seed] = run
                 solved = run["solved"] if run["solved"] is not None else "not solved"
                 print(f"  {NAMES[algo]} {side:8s} seed {seed}: return {run['final']:6.1f}, "
+                      f"greedy {run['greedy']:5.1f}, "
                       f"solved at {solved}, {run['seconds']:6.1f} s, "
                       f"{run['steps'] / run['seconds']:7.0f} steps/s, {run['episodes']} "
                       f"episodes; {json.dumps(run['diagnostics'])}", flush=True)
@@ -287,8 +310,10 @@ def report(results: dict, args) -> None:
     print(f"\n{ENV_ID}, {args.threads} torch thread(s); return: mean of the last {WINDOW} "
           f"training episodes within the budget; solved: environment steps until the "
           f"{WINDOW}-episode mean first reached {SOLVED:g}")
+    print(f"greedy: mean return of {EVAL_EPISODES} episodes of the learned policy acting "
+          f"greedily afterwards (RL Zoo's score)")
     print(f"{'algorithm':9s} {'side':8s} {'seed':>4s} {'steps':>7s} {'return':>7s} "
-          f"{'solved at':>10s} {'wall s':>7s} {'steps/s':>8s}  last diagnostics")
+          f"{'greedy':>7s} {'solved at':>10s} {'wall s':>7s} {'steps/s':>8s}  last diagnostics")
     for algo in args.algos:
         steps = HYPER[algo]["steps"]
         summary = {}
@@ -302,15 +327,17 @@ def report(results: dict, args) -> None:
                 diag = ", ".join(f"{k} {v:.4g}" for k, v in r["diagnostics"].items()
                                  if k not in ("steps", "updates", "mean_return"))
                 print(f"{NAMES[algo]:9s} {side:8s} {seed:4d} {steps:7d} {r['final']:7.1f} "
-                      f"{solved:>10s} {r['seconds']:7.1f} {steps / r['seconds']:8.0f}  {diag}")
+                      f"{r['greedy']:7.1f} {solved:>10s} {r['seconds']:7.1f} "
+                      f"{steps / r['seconds']:8.0f}  {diag}")
             final = statistics.mean(r["final"] for r in runs.values())
+            greedy = statistics.mean(r["greedy"] for r in runs.values())
             hits = [r["solved"] for r in runs.values() if r["solved"] is not None]
             seconds = statistics.median(r["seconds"] for r in runs.values())
             solved = (f"{len(hits)}/{len(runs)}, median {statistics.median(hits):.0f}" if hits
                       else f"0/{len(runs)}")
             print(f"{NAMES[algo]:9s} {side:8s} {'all':>4s} {steps:7d} {final:7.1f} "
-                  f"{'':>10s} {seconds:7.1f} {steps / seconds:8.0f}  (mean return, median "
-                  f"time) solved {solved}")
+                  f"{greedy:7.1f} {'':>10s} {seconds:7.1f} {steps / seconds:8.0f}  (mean return, "
+                  f"median time) solved {solved}")
             summary[side] = (final, steps / seconds)
         if len(summary) == 2:
             (ours_r, ours_s), (theirs_r, theirs_s) = summary["Thresher"], summary["SB3"]

@@ -135,3 +135,12 @@ def test_sigterm_inside_a_finaliser_is_retried_not_swallowed():
         signal.signal(signal.SIGALRM, previous)
     with pytest.raises(Terminated, match="SIGTERM"):
         _terminate(signal.SIGTERM, sys._getframe())
+
+
+def test_train_size_trains_on_a_stratified_subset_and_refuses_too_many(tmp_path, capsys):
+    assert train(tmp_path, "--name", "small", "--train-size", "200") == 0
+    summary = json.loads((tmp_path / "train" / "small" / "summary.json").read_text())
+    assert summary["metrics"]["train_size"] == 200
+    assert train(tmp_path, "--name", "big", "--train-size", "100000") == 2
+    assert "train_size 100000 exceeds the" in capsys.readouterr().err
+    assert not (tmp_path / "train" / "big").exists()

@@ -160,3 +160,19 @@ def test_unknown_policy_and_bad_sizes_are_rejected():
         BatchLoader(make_data(4), 0)
     with pytest.raises(ValueError, match="do not match"):
         BatchLoader(make_data(4), 2, weights=torch.ones(3))
+
+
+def test_a_stratified_subset_keeps_class_shares_and_is_drawn_from_the_generator():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    data = ArrayDataset(torch.arange(100, dtype=torch.uint8).view(100, 1, 1, 1).repeat(
+        1, 1, 2, 2), labels, ["a", "b", "c"], "toy")
+    sub = data.stratified(11, torch.Generator().manual_seed(0))
+    # shares 5.5, 3.3, 2.2: floors 5, 3, 2 and the one left over goes to the largest remainder
+    assert sub.class_counts().tolist() == [6, 3, 2]
+    rows = sub.images[:, 0, 0, 0].long()
+    assert torch.equal(labels[rows], sub.labels) and len(set(rows.tolist())) == 11
+    again = data.stratified(11, torch.Generator().manual_seed(0))
+    other = data.stratified(11, torch.Generator().manual_seed(1))
+    assert torch.equal(again.images, sub.images) and not torch.equal(other.images, sub.images)
+    with pytest.raises(ValueError, match="toy: a subset of 101 rows needs 0 < n <= 100"):
+        data.stratified(101, torch.Generator())

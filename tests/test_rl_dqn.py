@@ -193,17 +193,30 @@ def test_hand_written_gradient_equals_autograd():
     states = torch.randn(48, N, generator=g)  # 1 / 48 is inexact: the mean's scaling matters
     actions = torch.randint(2, (48,), generator=g)
     target = 3 * torch.randn(48, generator=g)  # TD errors on both sides of Huber's kink
-    loss, q_taken = agent._mlp_loss_grad(states, actions, target)
+    q_taken = agent._mlp_loss_grad(states, actions, target)
     hand = [p.grad.clone() for p in agent.q.parameters()]
+    # the optimiser steps one flat vector whose gradient the layers' gradients are views of
+    (flat,) = agent.params
+    assert torch.equal(flat.grad, torch.cat([h.reshape(-1) for h in hand]))
     agent.q.zero_grad(set_to_none=True)
     auto_q = agent.q(states).gather(1, actions[:, None]).squeeze(1)
     auto_loss = torch.nn.functional.smooth_l1_loss(auto_q, target)
     auto_loss.backward()
-    assert torch.equal(loss, auto_loss.detach()) and torch.equal(q_taken, auto_q.detach())
+    assert torch.equal(q_taken, auto_q.detach())
     for h, p in zip(hand, agent.q.parameters()):
         assert torch.equal(h, p.grad)
     agent._mlp_loss_grad(states, actions, target)  # grads reattached after a zero_grad
     assert all(torch.equal(h, p.grad) for h, p in zip(hand, agent.q.parameters()))
+    # a step of Adam on the flat vector moves the layers as per-tensor Adam would
+    before = [p.detach().clone() for p in agent.q.parameters()]
+    reference = [b.clone().requires_grad_() for b in before]
+    for r, h in zip(reference, hand):
+        r.grad = h.clone()
+    torch.optim.Adam(reference, lr=agent.config.lr).step()
+    agent.optimizer.step()
+    for r, p, b in zip(reference, agent.q.parameters(), before):
+        assert not torch.equal(p.detach(), b)  # the layers are live views of the stepped vector
+        torch.testing.assert_close(p.detach(), r.detach(), rtol=1e-6, atol=1e-7)
     states_1 = states[:1]
     assert torch.equal(agent.act(states_1[0], explore=False), agent.q(states_1)[0].argmax())
     custom = DQN(N, 2, network=torch.nn.Sequential(torch.nn.Linear(N, 2)))

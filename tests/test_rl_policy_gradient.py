@@ -260,10 +260,17 @@ def test_reward_normalisation_divides_by_running_std_of_discounted_return() -> N
     s = torch.tensor([1.0, 0.0])
     for reward in (1.0, 2.0, 4.0):
         agent.observe(Transition(s, torch.tensor(0), reward, s, False))
-    # discounted returns 1, 2.5, 5.25: population std after 1 value is taken as 1
-    stds = [1.0, 0.75, torch.tensor([1.0, 2.5, 5.25]).std(correction=0).item()]
+    # discounted returns 1, 2.5, 5.25, pooled with a prior of variance 1 worth 1e-4 samples
+    prior, stds = 1e-4, []
+    for k in (1, 2, 3):
+        seen = torch.tensor([1.0, 2.5, 5.25][:k], dtype=torch.float64)
+        n = prior + k
+        mean = seen.sum() / n
+        m2 = prior * (1 + mean ** 2) + ((seen - mean) ** 2).sum()
+        stds.append(float((m2 / n + 1e-8).sqrt()))
+    assert stds[0] < 0.1  # one value: a variance near 0, so 1 / std is clipped to 10
     assert [t.reward for t in agent.buffer] == pytest.approx(
-        [r / (sd + 1e-8) for r, sd in zip((1.0, 2.0, 4.0), stds)])
+        [10.0, 2.0 / stds[1], 4.0 / stds[2]], rel=1e-6)
 
 
 def make_a2c(seed: int) -> ActorCritic:

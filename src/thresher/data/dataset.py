@@ -85,3 +85,21 @@ class ArrayDataset:
 
     def class_counts(self) -> torch.Tensor:
         return torch.bincount(self.labels, minlength=self.num_classes)
+
+    def stratified(self, n: int, generator: torch.Generator) -> ArrayDataset:
+        """``n`` rows drawn at random with each class's share kept (largest remainders round
+        the quotas), in a random order: the small training sets CPU experiments use."""
+        if not 0 < n <= len(self):
+            raise ValueError(f"{self.name}: a subset of {n} rows needs 0 < n <= {len(self)}")
+        counts = self.class_counts().double().cpu()
+        exact = counts * n / len(self)
+        quota = exact.floor().long()
+        extra = n - int(quota.sum())
+        quota[torch.argsort(exact - quota, descending=True, stable=True)[:extra]] += 1
+        order = torch.randperm(len(self), generator=generator)
+        labels = self.labels.cpu()[order]
+        by_class = torch.argsort(labels, stable=True)  # within a class: the random order
+        starts = torch.cumsum(counts.long(), 0) - counts.long()
+        rank = torch.arange(len(self)) - starts[labels[by_class]]
+        chosen = order[by_class[rank < quota[labels[by_class]]]]
+        return self.subset(chosen[torch.randperm(n, generator=generator)])

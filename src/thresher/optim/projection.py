@@ -50,6 +50,27 @@ class FlatGrad:
         return all(p.grad is not None and p.grad._base is self.buffer for p in self.params)
 
 
+def flatten_parameters(params: Iterable[nn.Parameter]) -> nn.Parameter:
+    """One flat parameter whose storage the given parameters (and whose ``.grad`` their
+    gradients) become views of, so an optimiser and gradient clipping over a small network
+    run once over one vector instead of once per tensor: the same arithmetic element by
+    element with a fraction of the per-call overhead. Backward accumulates into the views in
+    place; zero the flat gradient (``flat.grad.zero_()``), never ``zero_grad()`` on the
+    originals, whose default ``set_to_none`` would detach them."""
+    params = [p for p in params if p.requires_grad]
+    if not params or len({(p.dtype, p.device) for p in params}) != 1:
+        raise ValueError("flatten_parameters needs parameters of one dtype on one device")
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.data[offset:offset + n].view_as(p)
+        p.grad = flat.grad[offset:offset + n].view_as(p)
+        offset += n
+    return flat
+
+
 def project(grads: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """A-GEM in place on ``grads = [g; g_ref]`` (``[2, n]``): if ``g . g_ref < 0``,
     ``g -= (g . g_ref / g_ref . g_ref) g_ref``; returns ``g``.

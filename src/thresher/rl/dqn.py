@@ -4,10 +4,12 @@ al. 2016) and Polyak-averaged target networks as options.
 The agent keeps an online Q-network, a target network, a FIFO replay ring of transitions and
 an Adam optimiser. ``act`` is epsilon-greedy with epsilon falling linearly from
 ``epsilon_start`` to ``epsilon_end`` over the first ``exploration_fraction`` of ``total_steps``
-observed transitions. ``update`` runs every gradient step that has fallen due (one per
-``train_frequency`` transitions once ``learning_starts`` have been seen): a Huber TD loss on a
-uniformly drawn batch, gradient-norm clipping, then every ``target_update_interval``
-transitions the target moves ``tau`` of the way to the online network (``tau=1``: a hard copy).
+observed transitions. ``update`` runs every burst of gradient steps that has fallen due
+(``gradient_steps`` of them every ``train_frequency`` transitions once ``learning_starts`` have
+been seen), each a Huber TD loss on a uniformly drawn batch and gradient-norm clipping; then
+every ``target_update_interval`` transitions the target moves ``tau`` of the way to the online
+network (``tau=1``: a hard copy). The target stays fixed within a burst, as in
+Stable-Baselines3, so a burst values all its batches' next states in one forward pass.
 Steps and intervals count transitions, as in CleanRL and Stable-Baselines3, so their settings
 carry over.
 """
@@ -24,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from thresher.models.mlp import MLP
+from thresher.optim.projection import flatten_parameters
 from thresher.rl.core import Transition
 from thresher.seeding import derive_seed, make_generator
 
@@ -37,7 +40,8 @@ class DQNConfig:
     buffer_size: int = 10_000
     batch_size: int = 128
     learning_starts: int = 10_000  # transitions observed before the first gradient step
-    train_frequency: int = 10  # transitions per gradient step
+    train_frequency: int = 10  # transitions between bursts of gradient steps
+    gradient_steps: int = 1  # gradient steps per burst (RL Zoo's CartPole: 128 every 256)
     target_update_interval: int = 500  # transitions between target updates
     tau: float = 1.0  # 1: hard copy; < 1: Polyak averaging at each target update
     double: bool = False
@@ -49,7 +53,7 @@ class DQNConfig:
     widths: tuple[int, ...] = (64, 64)  # the default MLP's hidden layers
 
     def validate(self) -> None:
-        for name in ("lr", "buffer_size", "batch_size", "train_frequency",
+        for name in ("lr", "buffer_size", "batch_size", "train_frequency", "gradient_steps",
                      "target_update_interval", "total_steps", "max_grad_norm"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"DQNConfig.{name} must be > 0, got {getattr(self, name)!r}")
@@ -161,8 +165,10 @@ class DQN:
         if isinstance(self.q, MLP) and not self.q.dropout and \
                 len(self.params) == 2 * len(self.q.linears) == len(list(self.q.parameters())):
             self._linears = self.q.linears
-            self._grads = [torch.zeros_like(p) for layer in self._linears
-                           for p in (layer.weight, layer.bias)]
+            # clipping and Adam run over one flat vector the layers are views of
+            layers = [p for layer in self._linears for p in (layer.weight, layer.bias)]
+            self.params = [flatten_parameters(layers)]
+            self._grads = [p.grad for p in layers]
         self.optimizer = _adam(self.params, config.lr)
         self.explore_generator = make_generator(seed, "dqn", "explore")  # host: one draw a step
         self.replay = ReplayRing(config.buffer_size, math.prod(self.state_shape), self.device,
@@ -172,6 +178,7 @@ class DQN:
         self.target_updates = 0
         self.last = {"td_loss": math.nan, "q_mean": math.nan}
         self._stats: torch.Tensor | None = None  # [td_loss, q_mean] of the latest step, unread
+
 
     @property
     def epsilon(self) -> float:
@@ -199,20 +206,21 @@ class DQN:
         self.replay.add(transition)
         self.steps += 1
 
-    def _due_updates(self) -> int:
-        """Gradient steps fall due at transitions ``start, start + train_frequency, ...``."""
+    def _due_bursts(self) -> int:
+        """Bursts fall due at transitions ``start, start + train_frequency, ...``."""
         start = max(self.config.learning_starts, 1)  # never on an empty replay
         if self.steps < start:
             return 0
-        return (self.steps - start) // self.config.train_frequency + 1 - self.updates
+        done = self.updates // self.config.gradient_steps
+        return (self.steps - start) // self.config.train_frequency + 1 - done
 
     def update(self) -> dict[str, float]:
-        """Every gradient step that is due (usually none or one; more if calls were skipped),
-        then the target update if its interval has passed. The diagnostics' ``td_loss`` and
-        ``q_mean`` are those of the latest gradient step (NaN before the first)."""
-        due = self._due_updates()
-        for _ in range(due):
-            self._gradient_step()
+        """Every burst of gradient steps that is due (usually none or one; more if calls were
+        skipped), then the target update if its interval has passed. The diagnostics'
+        ``td_loss`` and ``q_mean`` are those of the latest gradient step (NaN before the
+        first)."""
+        for _ in range(self._due_bursts()):
+            self._burst(self.config.gradient_steps)
         if self._stats is not None:  # one host read per call, however many steps were due
             stats, self._stats = self._stats.tolist(), None
             self.last = {"td_loss": stats[0], "q_mean": stats[1]}
@@ -224,39 +232,63 @@ class DQN:
                 "epsilon": self.epsilon, "steps": float(self.steps),
                 "updates": float(self.updates)}
 
-    def _gradient_step(self) -> None:
+    def _values(self, online: bool, x: torch.Tensor) -> torch.Tensor:
+        if self._linears is None:
+            return (self.q if online else self.target)(x)
+        return _mlp_values(self._linears if online else self.target.linears, x)
+
+    def _burst(self, n: int) -> None:
+        """``n`` gradient steps on ``n`` batches drawn at once. Plain DQN's targets depend only
+        on the target network, fixed for the burst, so they come from one forward pass over
+        all ``n`` batches; double DQN's need the online network as it moves, step by step."""
         c = self.config
-        states, actions, rewards, next_states, dones = self.replay.sample(c.batch_size)
-        states = states.view(-1, *self.state_shape)
+        states, actions, rewards, next_states, dones = self.replay.sample(n * c.batch_size)
+        states = states.view(n, c.batch_size, *self.state_shape)
         next_states = next_states.view(-1, *self.state_shape)
-        with torch.no_grad():
-            next_values = self.target(next_states) if self._linears is None else \
-                _mlp_values(self.target.linears, next_states)
-            if c.double:  # the online network picks the action, the target network values it
-                online = self.q(next_states) if self._linears is None else \
-                    _mlp_values(self._linears, next_states)
-                best = online.argmax(1, keepdim=True)
-                next_value = next_values.gather(1, best).squeeze(1)
+        targets = None
+        if not c.double:
+            with torch.no_grad():
+                next_value = self._values(False, next_states).amax(1)
+                targets = torch.addcmul(rewards, next_value, 1.0 - dones, value=c.gamma)
+            targets = targets.view(n, c.batch_size)
+        rewards, dones = rewards.view(n, -1), dones.view(n, -1)
+        next_states = next_states.view(n, c.batch_size, *self.state_shape)
+        actions = actions.view(n, -1)
+        for i in range(n):
+            if targets is None:
+                with torch.no_grad():
+                    # the online network picks the action, the target network values it
+                    best = self._values(True, next_states[i]).argmax(1, keepdim=True)
+                    next_value = self._values(False, next_states[i]).gather(1, best).squeeze(1)
+                    target = torch.addcmul(rewards[i], next_value, 1.0 - dones[i],
+                                           value=c.gamma)
             else:
-                next_value = next_values.amax(1)
-            target = torch.addcmul(rewards, next_value, 1.0 - dones, value=c.gamma)
+                target = targets[i]
+            self._gradient_step(states[i], actions[i], target, last=i == n - 1)
+
+    def _gradient_step(self, states: torch.Tensor, actions: torch.Tensor,
+                       target: torch.Tensor, last: bool) -> None:
+        """One Huber TD step; the diagnostics (the loss, mean Q(s, a)) are kept from the
+        ``last`` step of a burst only, the one `update` reports."""
+        c = self.config
         if self._linears is not None:
-            loss, q_taken = self._mlp_loss_grad(states, actions, target)
+            q_taken = self._mlp_loss_grad(states, actions, target)
         else:
             q_taken = self.q(states).gather(1, actions[:, None]).squeeze(1)
-            loss = F.smooth_l1_loss(q_taken, target)
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            F.smooth_l1_loss(q_taken, target).backward()
+        if last:
+            with torch.no_grad():
+                self._stats = torch.stack([F.smooth_l1_loss(q_taken, target), q_taken.mean()])
         nn.utils.clip_grad_norm_(self.params, c.max_grad_norm, foreach=self._foreach)
         self.optimizer.step()
         self.updates += 1
-        self._stats = torch.stack([loss.detach(), q_taken.detach().mean()])
 
     def _mlp_loss_grad(self, states: torch.Tensor, actions: torch.Tensor,
-                       target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                       target: torch.Tensor) -> torch.Tensor:
         """The default MLP's Huber TD loss and its gradient by hand (as `MLP.loss_grad` does
         for cross-entropy): the same products autograd runs, bit for bit, written straight
-        into each parameter's ``.grad`` with no graph to build. Returns the loss and Q(s, a)."""
+        into each parameter's ``.grad`` with no graph to build. Returns Q(s, a)."""
         linears, grads = self._linears, self._grads
         for layer, k in zip(linears, range(0, len(grads), 2)):  # kept through any zero_grad
             layer.weight.grad, layer.bias.grad = grads[k], grads[k + 1]
@@ -264,7 +296,6 @@ class DQN:
             inputs: list[torch.Tensor] = []  # inputs[k] feeds linears[k]
             values = _mlp_values(linears, states, inputs)
             q_taken = values.gather(1, actions[:, None]).squeeze(1)
-            loss = F.smooth_l1_loss(q_taken, target)
             # d loss / d Q(s, a): the TD error clipped to [-1, 1] (Huber, beta 1), over the batch
             step = (q_taken - target).clamp_(-1.0, 1.0).mul_(1.0 / len(target))
             delta = torch.zeros_like(values).scatter_(1, actions[:, None], step[:, None])
@@ -275,7 +306,7 @@ class DQN:
                     # ReLU's backward, the kernel autograd runs: zero where the unit was off
                     delta = torch.ops.aten.threshold_backward(delta.mm(linears[k].weight),
                                                               inputs[k], 0)
-        return loss, q_taken
+        return q_taken
 
     @property
     def _foreach(self) -> bool | None:

@@ -32,11 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from thresher.optim.projection import flatten_parameters
 from thresher.rl.core import Transition
 from thresher.seeding import make_generator
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
 BASELINES = ("value", "average", "none")
+REWARD_CLIP = 10.0  # normalised rewards are clipped to [-10, 10], as VecNormalize does
 
 
 @dataclass
@@ -68,7 +70,8 @@ class A2CConfig:
     ``gae_lambda=1`` gives A2C's n-step returns (each step bootstraps at the rollout's end);
     below 1, GAE(λ). ``ppo_clip`` (e.g. 0.2) turns the update into PPO-clip: ``ppo_epochs``
     passes over the rollout with the clipped surrogate. ``normalize_rewards`` divides rewards
-    by the running std of the discounted return (returns keep a steady scale for the critic).
+    by the running std of the discounted return and clips them to ``±REWARD_CLIP`` (returns
+    keep a steady scale for the critic; VecNormalize's rule).
     """
 
     gamma: float = 0.99
@@ -101,12 +104,11 @@ def _check_common(config: ReinforceConfig | A2CConfig) -> None:
         raise ValueError(f"return_window must be >= 1, got {config.return_window}")
 
 
-def _trunk(sizes: Sequence[int], generator: torch.Generator) -> nn.Sequential:
-    """Linear -> tanh layers, orthogonal weights with ReLU-style gain √2, zero biases."""
-    layers: list[nn.Module] = []
-    for d_in, d_out in zip(sizes[:-1], sizes[1:]):
-        layers += [_linear(d_in, d_out, math.sqrt(2), generator), nn.Tanh()]
-    return nn.Sequential(*layers)
+def _trunk(sizes: Sequence[int], generator: torch.Generator) -> nn.ModuleList:
+    """Linear layers (each followed by tanh in `_tanh_mlp`): orthogonal weights with
+    ReLU-style gain √2, zero biases."""
+    return nn.ModuleList(_linear(d_in, d_out, math.sqrt(2), generator)
+                         for d_in, d_out in zip(sizes[:-1], sizes[1:]))
 
 
 def _linear(d_in: int, d_out: int, gain: float, generator: torch.Generator) -> nn.Linear:
@@ -116,10 +118,20 @@ def _linear(d_in: int, d_out: int, gain: float, generator: torch.Generator) -> n
     return layer
 
 
+def _tanh_mlp(layers: Sequence[nn.Linear], x: torch.Tensor, head: nn.Linear | None = None
+              ) -> torch.Tensor:
+    """tanh(linear) through ``layers``, then the linear ``head``: the layers' own products
+    without their module calls (which cost more than the arithmetic on one small state)."""
+    for layer in layers:
+        x = torch.addmm(layer.bias, x, layer.weight.t()).tanh()
+    return x if head is None else torch.addmm(head.bias, x, head.weight.t())
+
+
 class PolicyValueNet(nn.Module):
-    """States -> (action logits, state values). ``shared``: one trunk under both heads;
-    otherwise separate actor and critic MLPs. Without ``critic`` the values are None. The
-    policy head starts at gain 0.01: a near-uniform first policy, so early samples explore."""
+    """States ``[B, D]`` -> (action logits, state values). ``shared``: one tanh trunk under
+    both heads; otherwise separate actor and critic MLPs. Without ``critic`` the values are
+    None. The policy head starts at gain 0.01: a near-uniform first policy, so early samples
+    explore."""
 
     def __init__(self, state_dim: int, n_actions: int, hidden: Sequence[int] = (64, 64),
                  shared: bool = False, critic: bool = True, seed: int = 0) -> None:
@@ -127,16 +139,17 @@ class PolicyValueNet(nn.Module):
         g = make_generator(seed, "init")
         sizes = [state_dim, *hidden]
         width = sizes[-1]
-        self.trunk = _trunk(sizes, g) if shared else nn.Identity()
-        self.actor = nn.Sequential(nn.Identity() if shared else _trunk(sizes, g),
-                                   _linear(width, n_actions, 0.01, g))
-        self.critic = (nn.Sequential(nn.Identity() if shared else _trunk(sizes, g),
-                                     _linear(width, 1, 1.0, g)) if critic else None)
+        self.trunk = _trunk(sizes, g) if shared else nn.ModuleList()
+        self.actor = nn.ModuleList() if shared else _trunk(sizes, g)
+        self.actor_head = _linear(width, n_actions, 0.01, g)
+        self.critic = nn.ModuleList() if shared or not critic else _trunk(sizes, g)
+        self.critic_head = _linear(width, 1, 1.0, g) if critic else None
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        h = self.trunk(x)
-        values = self.critic(h).squeeze(-1) if self.critic is not None else None
-        return self.actor(h), values
+        h = _tanh_mlp(self.trunk, x)
+        values = (None if self.critic_head is None
+                  else _tanh_mlp(self.critic, h, self.critic_head).squeeze(-1))
+        return _tanh_mlp(self.actor, h, self.actor_head), values
 
 
 def discounted_returns(rewards: Sequence[float], ends: Sequence[bool],
@@ -164,10 +177,13 @@ def gae(rewards: Sequence[float], values: Sequence[float], next_values: Sequence
 
 
 class _RunningVariance:
-    """Running variance (Welford) of a scalar stream, for reward normalisation."""
+    """Running variance of a scalar stream for reward normalisation, started from a prior of
+    variance 1 worth ``prior`` observations (as Stable-Baselines3's VecNormalize does): with
+    the plain sample variance, a stream of zeros (a sparse reward before it is first found)
+    has a variance near 0, and the first real reward would be divided by it."""
 
-    def __init__(self) -> None:
-        self.count, self.mean, self.m2 = 0, 0.0, 0.0
+    def __init__(self, prior: float = 1e-4) -> None:
+        self.count, self.mean, self.m2 = prior, 0.0, prior  # m2 / count = 1
 
     def add(self, x: float) -> None:
         self.count += 1
@@ -176,7 +192,7 @@ class _RunningVariance:
         self.m2 += delta * (x - self.mean)
 
     def std(self) -> float:
-        return math.sqrt(self.m2 / self.count) if self.count > 1 else 1.0
+        return math.sqrt(self.m2 / self.count + 1e-8)
 
 
 class _PolicyAgent:
@@ -188,10 +204,14 @@ class _PolicyAgent:
         _check_common(config)
         self.config, self.seed, self.n_actions = config, seed, n_actions
         self.device = torch.device(device)
+        self.flat = None  # the built network's parameters as one vector (`flatten_parameters`)
         if network is None:
-            network = PolicyValueNet(state_dim, n_actions, config.hidden, shared, critic, seed)
+            network = PolicyValueNet(state_dim, n_actions, config.hidden, shared, critic,
+                                     seed).to(self.device)
+            self.flat = flatten_parameters(network.parameters())
         self.network = network.to(self.device)
-        self.optimizer = OPTIMIZERS[config.optimizer](self.network.parameters(), lr=config.lr)
+        self.params = [self.flat] if self.flat is not None else list(self.network.parameters())
+        self.optimizer = OPTIMIZERS[config.optimizer](self.params, lr=config.lr)
         self.generator = make_generator(seed, "actions", device=self.device)
         self.buffer: list[Transition] = []
         self.ends: list[bool] = []
@@ -239,10 +259,13 @@ class _PolicyAgent:
         return states, actions, next_states
 
     def _step(self, loss: torch.Tensor) -> None:
-        self.optimizer.zero_grad()
+        if self.flat is not None:
+            self.flat.grad.zero_()  # the layers' gradients are views of it: keep them
+        else:
+            self.optimizer.zero_grad()
         loss.backward()
         if self.config.max_grad_norm is not None:
-            nn.utils.clip_grad_norm_(self.network.parameters(), self.config.max_grad_norm)
+            nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
         self.optimizer.step()
 
     def _mean_return(self) -> float:
@@ -389,7 +412,8 @@ class ActorCritic(_PolicyAgent):
         if self.config.normalize_rewards:
             self.discounted = self.discounted * self.config.gamma + t.reward
             self.reward_scale.add(self.discounted)
-            t.reward = t.reward / (self.reward_scale.std() + 1e-8)
+            clip = REWARD_CLIP
+            t.reward = min(max(t.reward / self.reward_scale.std(), -clip), clip)
             if t.done:
                 self.discounted = 0.0
 

@@ -17,6 +17,7 @@ import torch
 from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.models import build
+from thresher.runs.config import ConfigError, check_positive
 from thresher.runs.report import comparison_table
 from thresher.runs.store import Run, RunStore
 from thresher.runs.track import (
@@ -27,7 +28,7 @@ from thresher.runs.track import (
     track_summary,
     train_final,
 )
-from thresher.seeding import set_seed
+from thresher.seeding import make_generator, set_seed
 from thresher.studies import Flag, Study, register_study
 from thresher.studies.common import StudyConfig, check_dataset_and_model, for_seeds, load_data
 from thresher.train import FitConfig, choose_device, evaluate, fit
@@ -46,10 +47,13 @@ class TrainConfig(StudyConfig):
     dataset: str = "digits"
     model: str = "mlp"
     model_options: dict[str, Any] = field(default_factory=dict)
+    train_size: int = 0  # > 0: a stratified subset of the training split, drawn from ``seed``
+    # (one subset for all of a run's seeds, so optimisers or models compare on the same data)
     fit: FitConfig = field(default_factory=FitConfig)
 
     def validate(self) -> None:
         super().validate()
+        check_positive("train_size", self.train_size, allow_zero=True)
         check_dataset_and_model(self.dataset, self.model, self.model_options,
                                 self.dataset_options)
 
@@ -58,7 +62,13 @@ def prepare(cfg: TrainConfig, store: RunStore) -> tuple[torch.device, ArrayDatas
                                                         ArrayDataset]:
     """The device and the data, found and read before the run is opened."""
     device = choose_device(cfg.device)
-    return (device, *load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options))
+    train, test = load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options)
+    if cfg.train_size:
+        if cfg.train_size > len(train):
+            raise ConfigError(f"train_size {cfg.train_size} exceeds the {len(train)} training "
+                              f"examples of {cfg.dataset!r}")
+        train = train.stratified(cfg.train_size, make_generator(cfg.seed, "train_size"))
+    return device, train, test
 
 
 def train_seed(cfg: TrainConfig, run: Run, train: ArrayDataset, test: ArrayDataset,
@@ -82,7 +92,7 @@ def train_seed(cfg: TrainConfig, run: Run, train: ArrayDataset, test: ArrayDatas
     out = {"seed": seed, "test_acc": scores["accuracy"], "test_loss": scores["loss"],
            "train_seconds": seconds,
            "images_per_s": len(train) * len(result.history) / result.seconds,
-           "history": result.history}
+           "optimizer": result.optimizer, "history": result.history}
     tracker.finish(train_final(out))
     return out
 
@@ -107,6 +117,10 @@ def run(cfg: TrainConfig, run: Run, data: tuple[torch.device, ArrayDataset,
            for key in ("test_acc", "test_loss", "train_seconds", "images_per_s")},
         "train_size": len(train), "test_size": len(test),
     }
+    optimizer = per_seed[0].get("optimizer")  # one model and optimiser for every seed; a seed
+    if optimizer:  # finished before optimiser states were recorded has none
+        metrics.update(optimizer_state_bytes=optimizer["state_bytes"],
+                       optimizer_state_vs_adamw=optimizer["vs_adamw"])
     track_summary(tracker, run.dir, metrics)
     return metrics
 
@@ -129,7 +143,10 @@ register_study(Study(
         Flag("--epochs", "fit.epochs", "training epochs"),
         Flag("--batch-size", "fit.batch_size", "batch size"),
         Flag("--lr", "fit.lr", "peak learning rate"),
-        Flag("--optimizer", "fit.optimizer", "sgd, adam or adamw"),
+        Flag("--optimizer", "fit.optimizer", "sgd, adam, adamw, galore_adamw or galore_sgd "
+             "(options via --set fit.optimizer_options=...)"),
+        Flag("--train-size", "train_size", "train on a stratified subset of this many "
+             "examples (0: all)"),
         Flag("--augment", "fit.augment", "augmentation policy: none, standard, strong, cutout"),
         Flag("--runs", "runs", "number of seeds (mean ± 95%% CI over them)"),
     ),

@@ -43,7 +43,12 @@ from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Batch, BatchLoader, Normalize, to_float
 from thresher.registry import did_you_mean
 from thresher.train.device import choose_device
-from thresher.train.optimizers import build_optimizer, check_optimizer
+from thresher.train.optimizers import (
+    adamw_state_bytes,
+    build_optimizer,
+    check_optimizer,
+    state_bytes,
+)
 from thresher.train.schedules import SCHEDULES, build_schedule
 
 Switch = Literal["auto", "on", "off"]
@@ -116,6 +121,9 @@ class FitResult:
     normalize: Normalize | None = None
     best_epoch: int | None = None
     seconds: float = 0.0
+    # the optimiser's state after training: its bytes beside AdamW's for the same parameters,
+    # and what the optimiser reports of itself (GaLore: what it projected)
+    optimizer: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -208,6 +216,12 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
                                round(cfg.warmup_epochs * per_epoch))
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda"
                                   and cfg.amp != "off" and not torch.cuda.is_bf16_supported())
+    if getattr(optimizer, "steps_in_backward", False) and (scaler.is_enabled()
+                                                           or after_backward is not None):
+        raise ValueError(f"fit.optimizer {cfg.optimizer!r} with per_layer steps each weight "
+                         "during the backward pass, so nothing can read or unscale the "
+                         "gradients afterwards: drop per_layer (this study's gradient hook or "
+                         "float16 loss scaling needs them)")
     result = FitResult(normalize=normalize)
     best_acc, best_state, stale, steps, scheduled = -1.0, None, 0, 0, 0
     warned = False
@@ -274,6 +288,12 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
     if best_state is not None:
         model.load_state_dict(best_state)
     result.seconds = time.perf_counter() - start
+    result.optimizer = {"state_bytes": state_bytes(optimizer),
+                        "adamw_state_bytes": adamw_state_bytes(model)}
+    result.optimizer["vs_adamw"] = (result.optimizer["state_bytes"]
+                                    / max(result.optimizer["adamw_state_bytes"], 1))
+    if hasattr(optimizer, "report"):
+        result.optimizer.update(optimizer.report())
     return result
 
 

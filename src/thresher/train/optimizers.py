@@ -22,13 +22,15 @@ from thresher.registry import Registry, did_you_mean
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 OPTIMIZERS: Registry[OptimizerFactory] = Registry("optimizer")
-_BASE_ARGS = ("groups", "lr", "momentum", "nesterov")
+_BASE_ARGS = ("groups", "lr", "momentum", "nesterov", "model")
 
 
 def register_optimizer(name: str) -> Callable[[OptimizerFactory], OptimizerFactory]:
     """Decorator: ``factory(groups, *, lr, momentum, nesterov, **options) -> Optimizer``.
 
-    ``groups`` already carry each group's ``weight_decay``.
+    ``groups`` already carry each group's ``weight_decay``. A factory that also declares
+    ``model`` receives the module being trained (None when built from bare parameters), for
+    choices by layer type or parameter name.
     """
     return OPTIMIZERS.register(name)
 
@@ -96,5 +98,26 @@ def build_optimizer(name: str, params: Iterable[nn.Parameter] | nn.Module, *, lr
     """Optimiser ``name`` over ``params`` (a module or parameters), decay per `param_groups`."""
     options = dict(options or {})
     check_optimizer(name, options)
-    return OPTIMIZERS[name](param_groups(params, weight_decay, decay_1d), lr=lr,
-                            momentum=momentum, nesterov=nesterov, **options)
+    factory = OPTIMIZERS[name]
+    if "model" in inspect.signature(factory).parameters:
+        options["model"] = params if isinstance(params, nn.Module) else None
+    return factory(param_groups(params, weight_decay, decay_1d), lr=lr, momentum=momentum,
+                   nesterov=nesterov, **options)
+
+
+def state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors in an optimiser's state (moments, projectors, step counters)."""
+    return sum(v.numel() * v.element_size() for s in optimizer.state.values()
+               for v in s.values() if isinstance(v, torch.Tensor))
+
+
+def adamw_state_bytes(params: Iterable[nn.Parameter] | nn.Module) -> int:
+    """What `torch.optim.AdamW` would keep for ``params``: two moments per element and a
+    4-byte step per parameter (the reference a compressed optimiser's state is measured by)."""
+    if isinstance(params, nn.Module):
+        params = params.parameters()
+    return sum(2 * p.numel() * p.element_size() + 4 for p in params if p.requires_grad)
+
+
+# optimisers defined outside this package register themselves on import
+import thresher.optim.galore  # noqa: E402,F401
