@@ -111,12 +111,19 @@ def test_nothing_projected_is_adamw_and_decay_is_decoupled():
     """With every weight at full rank GaLoreAdamW is AdamW: as eps vanishes the reference's
     arithmetic and torch's become the same formula (they place eps differently)."""
     a, b = make(), make()
-    opt_a = GaLoreAdamW(a.parameters(), lr=1e-2, projected=set(), eps=1e-12, weight_decay=0.1)
-    opt_b = torch.optim.AdamW(b.parameters(), lr=1e-2, eps=1e-12, weight_decay=0.1)
+    opt_a = GaLoreAdamW(a.parameters(), lr=1e-2, projected=set(), eps=1e-12)
+    opt_b = torch.optim.AdamW(b.parameters(), lr=1e-2, eps=1e-12, weight_decay=0.0)
     train(a, opt_a, range(5))
     train(b, opt_b, range(5))
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+    # decay: Adam's first step moves each weight by lr * sign(g), then w *= 1 - lr * wd
+    w = nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    opt = GaLoreAdamW([w], lr=0.1, weight_decay=0.5, eps=1e-12)
+    w.grad = torch.tensor([0.3, -0.2, -5.0])
+    opt.step()
+    expected = (torch.tensor([1.0, -2.0, 3.0]) - 0.1 * w.grad.sign()) * (1 - 0.1 * 0.5)
+    torch.testing.assert_close(w.detach(), expected, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("nesterov", [False, True])

@@ -30,10 +30,12 @@ SHAPES = {
     "resnet44": [(3, 32, 32)],
     "resnet56": [(3, 32, 32)],
     "resnet110": [(3, 32, 32)],
+    "resnet18": [(3, 32, 32), (1, 28, 28), (3, 8, 8)],
     "vgg11": [(3, 32, 32), (1, 64, 64)],
     "vgg13": [(3, 32, 32)],
     "vgg16": [(3, 32, 32)],
     "vgg19": [(3, 32, 32)],
+    "vit_tiny": [(3, 32, 32), (1, 28, 28), (3, 8, 8)],
     "conv_autoencoder": [(1, 8, 8), (1, 28, 28), (3, 32, 32)],
 }
 CASES = [(name, shape) for name, shapes in SHAPES.items() for shape in shapes]
@@ -65,7 +67,8 @@ def test_seam_shapes_and_forward_equals_head_of_embed(name, shape):
 
 
 @pytest.mark.parametrize("name,dim", [("mlp", 128), ("simple_cnn", 128), ("resnet20", 64),
-                                      ("vgg16", 512), ("conv_autoencoder", 128)])
+                                      ("resnet18", 512), ("vgg16", 512), ("vit_tiny", 192),
+                                      ("conv_autoencoder", 128)])
 def test_default_embedding_sizes(name, dim):
     assert build(name, 10, (3, 32, 32)).embed_dim == dim
 
@@ -111,10 +114,10 @@ def test_yaml_style_arguments_are_accepted():
 PAPER_M = {"resnet20": 0.27, "resnet32": 0.46, "resnet44": 0.66, "resnet56": 0.85,
            "resnet110": 1.7}
 # Exact counts of the widely used akamaster/pytorch_resnet_cifar10 implementation (option A)
-# and of kuangliu/pytorch-cifar's VGGs, for 10 classes: independent references.
+# and of kuangliu/pytorch-cifar's ResNet18 and VGGs, for 10 classes: independent references.
 REFERENCE = {"resnet20": 269_722, "resnet32": 464_154, "resnet44": 658_586,
-             "resnet56": 853_018, "resnet110": 1_727_962, "vgg11": 9_231_114,
-             "vgg13": 9_416_010, "vgg16": 14_728_266, "vgg19": 20_040_522}
+             "resnet56": 853_018, "resnet110": 1_727_962, "resnet18": 11_173_962,
+             "vgg11": 9_231_114, "vgg13": 9_416_010, "vgg16": 14_728_266, "vgg19": 20_040_522}
 
 
 @pytest.mark.parametrize("name", list(REFERENCE))
@@ -134,10 +137,77 @@ def test_resnet20_is_about_027m_and_option_b_adds_projections():
     assert b - a == 16 * 32 + 32 * 64 + 2 * (32 + 64)
 
 
-def test_resnet_convs_use_kaiming_init():
+@pytest.mark.parametrize("name,options", [("resnet56", {}), ("resnet18", {"width": 8})])
+def test_resnet_convs_use_kaiming_init(name, options):
     torch.manual_seed(0)
-    conv = build("resnet56", 10, (3, 32, 32)).blocks[-1].conv2  # 64 -> 64, fan_in 576
+    conv = build(name, 10, (3, 32, 32), **options).blocks[-1].conv2  # 64 -> 64, fan_in 576
     assert conv.weight.std().item() == pytest.approx(math.sqrt(2 / 576), rel=0.03)
+
+
+def test_resnet18_stages_and_width_option():
+    model = build("resnet18", 10, (3, 32, 32), width=8)
+    assert model.embed_dim == 64
+    assert [b.conv2.out_channels for b in model.blocks] == [8, 8, 16, 16, 32, 32, 64, 64]
+    # no max-pool after the stride-1 stem: 32x32 is halved three times, to 4x4
+    assert model.blocks(model.stem(torch.randn(2, 3, 32, 32))).shape == (2, 64, 4, 4)
+    # projection shortcuts (1x1 conv + BN) exactly where the shape changes: entering stages 2-4
+    assert sum(isinstance(b.shortcut, nn.Sequential) for b in model.blocks) == 3
+
+
+# Vision Transformer -----------------------------------------------------------------------------
+
+def test_vit_tiny_parameter_count_by_hand():
+    # Defaults on 32x32x3 inputs, 10 classes (d = dim = 192, MLP width 4d = 768, depth 6):
+    #   patch embedding: 4x4x3 conv to d, with bias 3*4*4*192 + 192                9,408
+    #   [CLS] token + position embeddings (64 + 1)  192 + 65*192                  12,672
+    #   per block: two LayerNorms                   2 * 2*192                        768
+    #              qkv d -> 3d                      192*576 + 576                111,168
+    #              output projection d -> d         192*192 + 192                 37,056
+    #              MLP d -> 4d -> d                 192*768+768 + 768*192+192    295,872
+    #              block                                                         444,864
+    #   6 blocks                                                               2,669,184
+    #   final LayerNorm                             2*192                            384
+    #   head d -> 10                                192*10 + 10                    1,930
+    #   total                                                                  2,693,578
+    model = build("vit_tiny", 10, (3, 32, 32))
+    assert n_params(model) == 2_693_578
+    assert round(n_params(model) / 1e6, 1) == 2.7  # the registered description's figure
+    assert n_params(model.blocks[0]) == 444_864
+
+
+def test_vit_attention_matches_torch_multihead_attention():
+    """The fused qkv layout (q, k, v, each split into heads) is nn.MultiheadAttention's."""
+    torch.manual_seed(0)
+    model = build("vit_tiny", 10, (3, 16, 16), dim=24, heads=4, depth=1).eval()
+    attn = model.blocks[0].attn
+    ref = nn.MultiheadAttention(24, 4, batch_first=True).eval()
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(attn.qkv.weight)
+        ref.in_proj_bias.copy_(attn.qkv.bias)
+        ref.out_proj.weight.copy_(attn.proj.weight)
+        ref.out_proj.bias.copy_(attn.proj.bias)
+        x = torch.randn(3, 17, 24)
+        torch.testing.assert_close(attn(x), ref(x, x, x, need_weights=False)[0],
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_vit_init_and_dropout():
+    torch.manual_seed(0)
+    model = build("vit_tiny", 10, (3, 32, 32))
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    weights = torch.cat([m.weight.flatten() for m in linears] + [model.pos.flatten()])
+    # a normal cut at +-2 std has 0.880 of its std
+    assert weights.std().item() == pytest.approx(0.02 * 0.880, rel=0.02)
+    assert weights.abs().max().item() <= 0.04
+    assert all(not m.bias.any() for m in linears)
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+    assert len(norms) == 2 * 6 + 1
+    assert all(bool((m.weight == 1).all()) and not m.bias.any() for m in norms)
+    model = build("vit_tiny", 10, (3, 16, 16), dim=32, depth=2, heads=2, dropout=0.1)
+    x = torch.randn(2, 3, 16, 16)
+    assert not torch.equal(model(x), model(x))  # dropout active in training
+    model.eval()
+    assert torch.equal(model(x), model(x))
 
 
 # Autoencoder ------------------------------------------------------------------------------------
@@ -194,13 +264,16 @@ def test_gradients_reach_every_parameter(name):
     assert not dead
 
 
-@pytest.mark.parametrize("name,shape", [("mlp", (1, 8, 8)), ("simple_cnn", (1, 8, 8)),
-                                        ("resnet20", (3, 16, 16)),
-                                        ("conv_autoencoder", (1, 8, 8))])
-def test_fits_random_labels(name, shape):
+@pytest.mark.parametrize("name,shape,options", [
+    ("mlp", (1, 8, 8), {}), ("simple_cnn", (1, 8, 8), {}), ("resnet20", (3, 16, 16), {}),
+    ("resnet18", (3, 16, 16), {"width": 8}),
+    ("vit_tiny", (3, 16, 16), {"dim": 32, "depth": 2, "heads": 2}),
+    ("conv_autoencoder", (1, 8, 8), {}),
+])
+def test_fits_random_labels(name, shape, options):
     """Optimisation end to end: 32 random labels memorised, judged in eval mode (BN stats)."""
     torch.manual_seed(0)
-    model = build(name, 10, shape)
+    model = build(name, 10, shape, **options)
     x, y = torch.randn(32, *shape), torch.randint(0, 10, (32,))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     accuracy = 0.0
@@ -219,7 +292,8 @@ def test_fits_random_labels(name, shape):
 
 
 @pytest.mark.parametrize("name,shape", [("resnet20", (3, 32, 32)), ("simple_cnn", (3, 32, 32)),
-                                        ("vgg11", (3, 32, 32)),
+                                        ("resnet18", (3, 32, 32)), ("vgg11", (3, 32, 32)),
+                                        ("vit_tiny", (3, 32, 32)),
                                         ("conv_autoencoder", (3, 32, 32))])
 def test_channels_last_matches_contiguous(name, shape):
     torch.manual_seed(0)
@@ -248,15 +322,23 @@ def test_unknown_option_names_model_and_accepted_options():
                                          r"dropout=0.0"):
         build("mlp", 10, (1, 8, 8), width=(64,))
     assert model_options("resnet20") == {"shortcut": "A"}
+    assert model_options("resnet18") == {"width": 64}
+    assert model_options("vit_tiny") == {"patch_size": 4, "dim": 192, "depth": 6, "heads": 3,
+                                         "mlp_ratio": 4.0, "dropout": 0.0}
 
 
 @pytest.mark.parametrize("name,shape,needle", [
     ("resnet20", (3, 8, 8), "at least 16x16, got 8x8"),
     ("resnet20", (3, 32, 28), "square"),
     ("resnet20", (32, 32, 3), "square"),  # HWC passed as CHW
+    ("resnet18", (3, 4, 4), "at least 8x8, got 4x4"),
+    ("resnet18", (3, 32, 28), "square"),
     ("vgg11", (3, 16, 16), "at least 32x32"),
     ("vgg11", (3, 48, 48), "divisible by 32"),
     ("vgg16", (3, 64, 32), "square"),
+    ("vit_tiny", (3, 30, 30), r"divisible by patch_size=4, got 30x30"),
+    ("vit_tiny", (3, 2, 2), r"divisible by patch_size=4, got 2x2"),
+    ("vit_tiny", (32, 32, 3), "square"),
     ("simple_cnn", (1, 7, 7), "too small for 3 conv/pool stages"),
     ("simple_cnn", (1, 28, 4), "need at least 8x8"),
     ("conv_autoencoder", (1, 4, 4), "too small for 3 stride-2 stages"),
@@ -275,8 +357,16 @@ def test_impossible_input_sizes(name, shape, needle):
     ("simple_cnn", {"channels": (32, 64, 128, 256)}, "too small for 4"),  # 8x8 after 3 pools
     ("simple_cnn", {"hidden": 0}, "hidden must be positive"),
     ("resnet20", {"shortcut": "C"}, "shortcut must be one of"),
+    ("resnet18", {"width": 0}, "width must be positive"),
     ("vgg11", {"hidden": -1}, "hidden must be a non-negative"),
     ("vgg11", {"dropout": 0.5}, "set hidden > 0"),
+    ("vit_tiny", {"dim": 100}, "dim must be divisible by heads, got dim=100, heads=3"),
+    ("vit_tiny", {"patch_size": 3}, "divisible by patch_size=3, got 32x32"),
+    ("vit_tiny", {"patch_size": 0}, "patch_size must be positive"),
+    ("vit_tiny", {"depth": 0}, "depth must be positive"),
+    ("vit_tiny", {"heads": 0}, "heads must be positive"),
+    ("vit_tiny", {"mlp_ratio": 0.0}, r"mlp_ratio must give the MLP at least one unit"),
+    ("vit_tiny", {"dropout": 1.0}, r"dropout must be in \[0, 1\)"),
     ("conv_autoencoder", {"latent_dim": 0}, "latent_dim must be positive"),
 ])
 def test_bad_options(name, options, needle):

@@ -52,8 +52,9 @@ def _add_study(sub: argparse._SubParsersAction, study: Study) -> None:
     p.add_argument("--config", help="YAML file of config values")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config value (repeatable), e.g. --set fit.lr=0.1")
-    p.add_argument("--name", help="run name (default: timestamp + random suffix); the name of "
-                   "an unfinished run with the same config resumes it")
+    p.add_argument("--name", "--run-name", dest="name",
+                   help="run name (default: timestamp + random suffix); the name of an "
+                   "unfinished run with the same config resumes it")
     p.add_argument("--resume", metavar="RUN",
                    help="continue an unfinished run (id, name or folder) with its own config, "
                    "keeping every unit of work it finished")

@@ -10,10 +10,13 @@ from thresher.models.registry import ModelInfo, build, list_models, model_option
 from thresher.models.mlp import MLP  # isort: skip
 from thresher.models.cnn import SimpleCNN  # isort: skip
 from thresher.models.resnet import CifarResNet  # isort: skip
+from thresher.models.resnet18 import ResNet18  # isort: skip
 from thresher.models.vgg import VGG  # isort: skip
+from thresher.models.vit import VisionTransformer  # isort: skip
 from thresher.models.autoencoder import ConvAutoencoder  # isort: skip
 
 __all__ = [
     "Classifier", "WrappedClassifier", "ModelInfo", "build", "list_models", "model_options",
-    "register_model", "MLP", "SimpleCNN", "CifarResNet", "VGG", "ConvAutoencoder",
+    "register_model", "MLP", "SimpleCNN", "CifarResNet", "ResNet18", "VGG", "VisionTransformer",
+    "ConvAutoencoder",
 ]

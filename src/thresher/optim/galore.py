@@ -15,9 +15,10 @@ always that side, ``full`` both (``P^T G Q^T``). Every other parameter (biases, 
 weights whose rank would not be smaller than their smaller side) gets the plain update of the
 same optimiser, so `GaLoreAdamW` over a model with nothing projected is AdamW.
 
-Adam's arithmetic follows the reference (``denom = sqrt(v) + eps``, bias corrections folded
-into the step size) so the two agree to float rounding; weight decay is decoupled and applied
-to the full weight before the update, as `torch.optim.AdamW` does. Failure modes are loud,
+Adam's arithmetic follows the reference operation by operation (``denom = sqrt(v) + eps``,
+bias corrections folded into the step size, weight decay decoupled and applied to the updated
+weight), so the two agree bit for bit on the same gradients; it differs from
+`torch.optim.AdamW` only in where eps enters and when the decay applies. Failure modes are loud,
 never a silent NaN: a non-finite gradient at a projector refresh raises, an all-zero one keeps
 the previous projector, and an SVD that does not converge is retried in float64 before it
 raises.
@@ -171,7 +172,7 @@ class _GaLore(torch.optim.Optimizer):
             low = left.t() @ g @ right.t()
         self._update(p, group, state, low,
                      lambda update, alpha: _add_back(p, update, left, right, side,
-                                                     alpha * group["scale"]))
+                                                     group["scale"], alpha))
 
     def _refresh(self, p: torch.Tensor, g: torch.Tensor, r: int, side: str,
                  state: dict) -> None:
@@ -230,16 +231,21 @@ class _GaLore(torch.optim.Optimizer):
 
 
 def _add_back(p: torch.Tensor, update: torch.Tensor, left: torch.Tensor,
-              right: torch.Tensor | None, side: str, alpha: float) -> None:
-    """``p += alpha * (the low-rank update projected back)``, fused into one matrix product
-    written into the weight (no full-size temporary)."""
-    w = p.view(p.shape[0], -1)
+              right: torch.Tensor | None, side: str, scale: float, alpha: float) -> None:
+    """``p += alpha * scale * (the low-rank update projected back)``, rounded as the reference
+    rounds it (product, then scale, then add) so the two agree bit for bit. A power-of-two
+    ``scale`` (the usual 0.25) multiplies exactly, so it is applied to the small r-dimensional
+    factor instead, saving a pass over the full-size product."""
+    exact = scale > 0 and math.frexp(scale)[0] == 0.5
+    if exact:
+        update = update * scale
     if side == "left":
-        w.addmm_(left, update, alpha=alpha)
+        back = left @ update
     elif side == "right":
-        w.addmm_(update, left, alpha=alpha)
+        back = update @ left
     else:
-        w.addmm_(left @ update, right, alpha=alpha)
+        back = left @ update @ right
+    p.add_((back if exact else back * scale).view_as(p), alpha=alpha)
 
 
 class GaLoreAdamW(_GaLore):
@@ -282,12 +288,12 @@ class GaLoreAdamW(_GaLore):
         denom = exp_avg_sq.sqrt().add_(group["eps"])
         step_size = group["lr"] * math.sqrt(1.0 - beta2 ** state["step"]) / (
             1.0 - beta1 ** state["step"])
-        if group["weight_decay"]:
-            p.mul_(1.0 - group["lr"] * group["weight_decay"])
         if project_back is None:
-            p.addcdiv_(exp_avg, denom, value=-step_size)
+            p.add_(exp_avg / denom, alpha=-step_size)
         else:
             project_back(exp_avg / denom, -step_size)
+        if group["weight_decay"]:  # decoupled, on the updated weight (the reference's order)
+            p.add_(p, alpha=-group["lr"] * group["weight_decay"])
 
 
 class GaLoreSGD(_GaLore):

@@ -61,7 +61,7 @@ STUDIES: Registry[Study] = Registry("study")
 COMMANDS: Registry[Command] = Registry("command")
 
 # Modules under thresher.studies that register studies or commands when imported.
-BUILTIN = ("train", "active", "continual", "robustness",)
+BUILTIN = ("train", "active", "continual", "robustness", "distill",)
 
 
 def register_study(study: Study) -> Study:
