@@ -26,9 +26,13 @@ beside torch; it imports nothing of Thresher's and is run as a subprocess):
     benchmarks/.venv-galore/bin/pip install torch==2.13.0 galore-torch==1.0 transformers \\
         bitsandbytes
 
+3. ``--per-layer``: the peak bytes of gradients alive at once during one GaLore-AdamW step,
+   stepping the whole model after backward vs each weight from its post-accumulate-grad hook.
+
 Run (a few minutes on 2 CPU cores):
 
     .venv/bin/python benchmarks/galore.py --check
+    .venv/bin/python benchmarks/galore.py --per-layer
     .venv/bin/python benchmarks/galore.py [--models mlp resnet20 vgg16] [--repeats 3]
 """
 
@@ -257,10 +261,50 @@ def speed() -> None:
                   f"{s / base_s:9.2f} {train * 1e3:9.1f} {train / (fwd_bwd[name] + base_s):9.2f}")
 
 
+def peak_gradients(name: str, per_layer: bool) -> int:
+    """Peak bytes of gradients alive at once during a training step (forward, backward,
+    step), counted by tensor hooks: each gradient is live from its computation until the
+    optimiser frees it (per_layer) or until the step ends."""
+    from thresher.optim import GaLoreAdamW
+
+    torch.manual_seed(0)
+    model, in_shape = build(name)
+    opt = GaLoreAdamW(model.parameters(), lr=1e-3, rank_fraction=0.125, per_layer=per_layer)
+    live: dict[int, int] = {}
+    peak = [0]
+
+    def arrived(p: torch.Tensor, g: torch.Tensor) -> None:
+        live[id(p)] = g.numel() * g.element_size()
+        peak[0] = max(peak[0], sum(live.values()))
+
+    def freed(p: torch.Tensor) -> None:
+        live.pop(id(p), None)
+
+    for p in model.parameters():
+        p.register_hook(lambda g, p=p: arrived(p, g))
+        if per_layer:  # runs after the optimiser's own hook, which steps and frees the gradient
+            p.register_post_accumulate_grad_hook(freed)
+    x, y = torch.randn(32, *in_shape), torch.randint(10, (32,))
+    opt.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    opt.step()
+    return peak[0]
+
+
+def per_layer_memory() -> None:
+    print("Peak gradient bytes alive at once in a GaLore-AdamW step (batch 32)")
+    print(f"{'model':9s} {'whole step MB':>14s} {'per_layer MB':>13s} {'ratio':>6s}")
+    for name in ARGS.models:
+        whole, layered = peak_gradients(name, False), peak_gradients(name, True)
+        print(f"{name:9s} {whole / 1e6:14.2f} {layered / 1e6:13.2f} {layered / whole:6.3f}")
+
+
 def main() -> None:
     global ARGS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="agreement with galore-torch")
+    parser.add_argument("--per-layer", action="store_true",
+                        help="peak gradient memory with and without per-layer steps")
     parser.add_argument("--models", nargs="+", default=["mlp", "resnet20", "vgg16"])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--gap", type=int, default=200, help="projector refresh interval")
@@ -274,6 +318,8 @@ def main() -> None:
         print(json.dumps(measure("galore-torch", ARGS.side_speed[0])))
     elif ARGS.check:
         check()
+    elif ARGS.per_layer:
+        per_layer_memory()
     else:
         speed()
 

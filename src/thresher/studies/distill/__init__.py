@@ -149,9 +149,8 @@ def run_seed(cfg: DistillConfig, run: Run, train: ArrayDataset, test: ArrayDatas
                    cached["val_y"], space.forward(cached["test"]), cached["test_y"], c)
     ae = build_autoencoder(cfg.encoder, c, train.in_shape).to(device)
     ae.load_state_dict(torch.load(run.path(f"encoder-seed{seed}.pt"), weights_only=True))
-    labels_m = torch.arange(c, device=device).repeat_interleave(m)
     made: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # method -> (points, labels)
-    extra: dict[str, dict] = {}
+    extra: dict[str, dict] = {}  # method -> its saved points, labels and indices
 
     def score(points: torch.Tensor, labels: torch.Tensor) -> dict:
         """One fresh probe on the points, read on validation and on test."""
@@ -160,7 +159,7 @@ def run_seed(cfg: DistillConfig, run: Run, train: ArrayDataset, test: ArrayDatas
                 "val_acc": float(probe.accuracy(data.x_val, data.y_val)[0])}
 
     def method(name: str) -> dict:
-        g = make_generator(seed, "distill", name, device=device)
+        g = make_generator(seed, "distill", name)  # CPU: k-means++ draws on the host
         started = time.perf_counter()
         info: dict = {}
         if name == "full":
@@ -201,19 +200,19 @@ def run_seed(cfg: DistillConfig, run: Run, train: ArrayDataset, test: ArrayDatas
             info = {"curve": out.curve, "probe_trainings": out.probe_trainings,
                     "random_policy": score(out.random_points, out.random_labels),
                     **out.diagnostics}
-        made[name] = (points, labels)
         result = {"method": name, "seed": seed, **score(points, labels),
                   "seconds": time.perf_counter() - started, **info}
-        if name != "full":
-            extra[name] = {"points": points.cpu(), "labels": labels.cpu(),
-                           "indices": torch.tensor(info.get("indices", []), dtype=torch.long)}
+        if name != "full":  # kept for the figures, the pixel check and a resumed run
+            run.save_torch(f"points-seed{seed}-{name}.pt", {
+                "points": points.cpu(), "labels": labels.cpu(),
+                "indices": torch.tensor(info.get("indices", []), dtype=torch.long)})
         return result
 
     protos_cache: list = []
 
     def protos_from_kmeans() -> tuple[torch.Tensor, torch.Tensor]:
         if not protos_cache:
-            g = make_generator(seed, "distill", "protos", device=device)
+            g = make_generator(seed, "distill", "protos")
             init, labels = kmeans_centroids(data.x, data.y, m, g)
             opt = PrototypeOptimizer(init, labels, data.x, data.y, lr=cfg.proto_lr, generator=g)
             opt.run(cfg.proto_steps, dict(cfg.proto_weights))
@@ -221,26 +220,26 @@ def run_seed(cfg: DistillConfig, run: Run, train: ArrayDataset, test: ArrayDatas
         return protos_cache[0]
 
     results = []
-    for name in cfg.methods:
-        # a finished method is read back on resume; its points are rebuilt only if needed
-        result = run.unit(f"seed{seed}/{name}", lambda name=name: method(name))
-        results.append(result)
+    for name in cfg.methods:  # a finished method is read back on resume, with its points
+        results.append(run.unit(f"seed{seed}/{name}", lambda name=name: method(name)))
+        if name != "full":
+            saved = torch.load(run.path(f"points-seed{seed}-{name}.pt"), weights_only=True)
+            made[name] = (saved["points"].to(device), saved["labels"].to(device))
+            extra[name] = saved
     artifacts = {"seed": seed, "methods": extra, "pool_y": data.y.cpu()}
     run.save_torch(f"distillation_artifacts-seed{seed}.pt", artifacts)
-    _figures(cfg, run, seed, data, space, ae, normalize, made, pool, labels_m)
+    _figures(run, seed, data, space, ae, normalize, made)
     pixel = run.unit(f"seed{seed}/pixel", lambda: _pixel_check(
         cfg, made, pool, test, space, ae, normalize, device, seed)) if cfg.pixel_check else {}
     return {"seed": seed, "encoder": {k: v for k, v in encoder.items() if k != "history"},
             "methods": results, "pixel": pixel}
 
 
-def _figures(cfg, run, seed, data, space, ae, normalize, made, pool, labels_m) -> None:
-    """A grid of decoded (or, for selections, real) images per method, and a 2-D PCA of the
-    latents with the methods' points overlaid; written only when the points were made in this
-    process (a resumed seed whose methods were all read back keeps its earlier figures)."""
+def _figures(run: Run, seed: int, data: Latents, space: LatentSpace, ae, normalize: Normalize,
+             made: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> None:
+    """A grid of each method's points decoded to images, and a 2-D PCA of the latents with
+    the methods' points overlaid."""
     for name, (points, labels) in made.items():
-        if name == "full":
-            continue
         images = decode_images(ae, space, points, labels, normalize)
         run.save_figure(f"grid-{name}-seed{seed}.png", image_grid(images, labels, name),
                         dpi=100)
@@ -313,6 +312,10 @@ def run(cfg: DistillConfig, run: Run,
                "probe_trainings": {n: [next(r["probe_trainings"] for r in s["methods"]
                                              if r["method"] == n) for s in per_seed]
                                    for n in ("rl_select", "rl_shape") if n in accs},
+               "rl_curves": {n: [next(r["curve"] for r in s["methods"] if r["method"] == n)
+                                 for s in per_seed] for n in ("rl_select", "rl_shape")
+                             if n in accs},
+               "encoder": [s["encoder"] for s in per_seed],
                "seconds": time.perf_counter() - started,
                "probe": asdict(cfg.probe)}
     track_summary(tracker, run.dir, metrics)

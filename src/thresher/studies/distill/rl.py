@@ -82,7 +82,7 @@ def rl_select(data: Latents, budget: int, cfg: SelectConfig, probe: ProbeConfig,
     if budget >= k:
         raise ValueError(f"select.budget_per_class={budget} must be smaller than "
                          f"select.candidates_per_class={k}: otherwise there is nothing to choose")
-    g = torch.Generator(device=data.x.device).manual_seed(derive_seed(seed, "rl_select"))
+    g = torch.Generator().manual_seed(derive_seed(seed, "rl_select"))  # host draws, any device
     candidates = kmeans_medoids(data.x, data.y, k, g).view(c, k)  # pool indices, class by class
     agent = GaussianThompson(k, prior_mean=0.0, prior_std=0.05, noise_std=None,
                              noise_prior_std=0.05, problems=c, seed=derive_seed(seed, "arms"),
@@ -98,7 +98,7 @@ def rl_select(data: Latents, budget: int, cfg: SelectConfig, probe: ProbeConfig,
     curve, trainings = [], 0
     for _ in range(cfg.rounds):
         mean, std = agent.posterior()
-        draws = mean + std * torch.randn((cfg.episodes, c, k), generator=g, device=mean.device)
+        draws = mean + std * torch.randn((cfg.episodes, c, k), generator=g).to(mean.device)
         arms = draws.topk(budget, dim=-1).indices  # [E, C, budget]
         rewards = probe_scores(points_of(arms), labels.expand(cfg.episodes, -1), data.x_val,
                                data.y_val, c, probe)
@@ -112,8 +112,8 @@ def rl_select(data: Latents, budget: int, cfg: SelectConfig, probe: ProbeConfig,
     chosen = candidates.gather(1, greedy[0])
     # the random policy: as many uniformly random selections of the same candidates
     total = cfg.rounds * cfg.episodes
-    random_arms = torch.rand((total, c, k), generator=g,
-                             device=data.x.device).argsort(-1)[..., :budget]
+    random_arms = torch.rand((total, c, k), generator=g).argsort(-1)[..., :budget].to(
+        data.x.device)
     best_val, best = -1.0, None
     for start in range(0, total, cfg.episodes):
         batch = random_arms[start:start + cfg.episodes]
@@ -172,7 +172,7 @@ def rl_shape(data: Latents, init: torch.Tensor, init_labels: torch.Tensor,
 
     def episode(policy, explore: bool, learn: bool, index: int
                 ) -> tuple[float, torch.Tensor]:
-        g = torch.Generator(device=init.device).manual_seed(derive_seed(seed, "episode", index))
+        g = torch.Generator().manual_seed(derive_seed(seed, "episode", index))
         opt = PrototypeOptimizer(init, init_labels, data.x, data.y, lr=proto_lr, generator=g)
         w, acc = dict(weights), start_acc
         terms = {t: 0.0 for t in TERMS}  # known after the first interval
