@@ -93,3 +93,27 @@ def test_rl_selection_learns_to_avoid_mislabelled_candidates():
     centres = torch.tensor([[0.0, 0.0], [4.0, 0.0], [2.0, 3.5]])
     nearest = torch.cdist(out.points, centres).argmin(1)
     assert torch.equal(nearest, out.labels)
+
+
+@pytest.mark.parametrize("backbone, options", [("resnet18", "{width: 4}"),
+                                               ("vit_tiny", "{dim: 16, depth: 1, heads: 2}")])
+def test_another_backbone_encodes_through_the_same_decoder(tmp_path, backbone, options):
+    assert distill(tmp_path, "--run-name", "b", "--backbone", backbone, "--set",
+                   f"encoder.backbone_options={options}", "--latent-dim", "16",
+                   "--methods", "random", "kmeans", "--set", "pixel_check=false",
+                   "--m-per-class", "2", "--ae-epochs", "1") == 0
+    run = tmp_path / "distill" / "b"
+    latents = torch.load(run / "latents-seed0.pt", weights_only=True)
+    assert latents["pool"].shape[1] == 16
+    assert (run / "grid-kmeans-seed0.png").stat().st_size > 0
+
+
+def test_a_weights_file_of_another_latent_size_is_refused(tmp_path, capsys):
+    from thresher.models.autoencoder import ConvAutoencoder
+
+    path = tmp_path / "ae.pt"
+    torch.save(ConvAutoencoder(10, (1, 8, 8), latent_dim=32).state_dict(), path)
+    assert distill(tmp_path, "--run-name", "w", "--set", f"encoder.weights_file={path}") == 2
+    assert "does not fit encoder.backbone='conv_autoencoder' with latent_dim=128" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "distill" / "w").exists()

@@ -68,9 +68,9 @@ def build_autoencoder(cfg: EncoderConfig, num_classes: int,
         try:
             ae.load_state_dict(state)
         except RuntimeError as e:
-            raise ValueError(f"encoder.weights_file {str(path)!r} does not fit a "
-                             f"{cfg.backbone} autoencoder with latent_dim={cfg.latent_dim}: "
-                             f"{str(e).splitlines()[0]}") from None
+            raise ValueError(f"encoder.weights_file {str(path)!r} does not fit "
+                             f"encoder.backbone={cfg.backbone!r} with "
+                             f"latent_dim={cfg.latent_dim}: {str(e).splitlines()[0]}") from None
     return ae
 
 
