@@ -23,14 +23,7 @@ from thresher.seeding import make_generator
 PROBLEMS, STEPS = 200, 1000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a shared 2-core machine a second intra-op thread only waits
-    on the other jobs (30x slower per step here), so the simulations run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def play(agent, means: torch.Tensor, steps: int, generator: torch.Generator,

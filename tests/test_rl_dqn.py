@@ -14,14 +14,7 @@ N = 10  # chain length: a random walk from state 1 reaches the paying end first 
 BUDGET = 2000  # transitions per training run
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks step fastest on one thread (two spin against each other on a busy 2-core
-    machine); give the count back after each test."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def chain_config(**changes) -> DQNConfig:

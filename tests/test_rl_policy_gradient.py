@@ -28,13 +28,7 @@ A2C = A2CConfig(lr=3e-3, n_steps=5, entropy_coef=0.01)
 A2C_STEPS = 2000
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Networks this small run several times faster on one thread than on contended cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def train(agent, env: Chain, steps: int) -> list[dict[str, float]]:

@@ -20,15 +20,7 @@ from thresher.select import (
 )
 from thresher.select.latent import _distinct_nearest
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a shared 2-core machine a second intra-op thread only waits
-    on the other jobs (here up to 100x slower per step), so the tests run on one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def gen(seed: int = 0) -> torch.Generator:
