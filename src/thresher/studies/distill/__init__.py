@@ -309,6 +309,8 @@ def run(cfg: DistillConfig, run: Run,
         "\n\n".join(tables)
     run.save_results(text)
     metrics = {"dataset": cfg.dataset, "m_per_class": cfg.m_per_class, "accuracy": accs,
+               # the mean over this run's seeds: what a sweep's table pools across runs
+               "test_acc": {n: sum(v) / len(v) for n, v in accs.items()},
                "probe_trainings": {n: [next(r["probe_trainings"] for r in s["methods"]
                                              if r["method"] == n) for s in per_seed]
                                    for n in ("rl_select", "rl_shape") if n in accs},
