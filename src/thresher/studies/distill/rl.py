@@ -61,8 +61,7 @@ class RLOutcome:
     labels: torch.Tensor
     curve: list[float]  # per round / episode: mean validation reward
     probe_trainings: int
-    random_val: float  # the random policy's best validation accuracy at equal compute
-    random_points: torch.Tensor
+    random_points: torch.Tensor  # the random policy's best on validation, at equal compute
     random_labels: torch.Tensor
     indices: torch.Tensor | None = None  # selection only: indices into the pool
     diagnostics: dict = field(default_factory=dict)
@@ -88,7 +87,6 @@ def rl_select(data: Latents, budget: int, cfg: SelectConfig, probe: ProbeConfig,
                              noise_prior_std=0.05, problems=c, seed=derive_seed(seed, "arms"),
                              device=data.x.device)
     labels = torch.arange(c, device=data.x.device).repeat_interleave(budget)
-
     rows = torch.arange(c, device=data.x.device)[None, :, None]
 
     def points_of(arms: torch.Tensor) -> torch.Tensor:
@@ -108,8 +106,7 @@ def rl_select(data: Latents, budget: int, cfg: SelectConfig, probe: ProbeConfig,
         for e in range(cfg.episodes):
             for j in range(budget):
                 agent.record(arms[e, :, j], advantage[e].expand(c))
-    greedy = agent.posterior()[0].topk(budget, dim=-1).indices[None]
-    chosen = candidates.gather(1, greedy[0])
+    chosen = candidates.gather(1, agent.posterior()[0].topk(budget, dim=-1).indices)
     # the random policy: as many uniformly random selections of the same candidates
     total = cfg.rounds * cfg.episodes
     random_arms = torch.rand((total, c, k), generator=g).argsort(-1)[..., :budget].to(
@@ -123,8 +120,8 @@ def rl_select(data: Latents, budget: int, cfg: SelectConfig, probe: ProbeConfig,
         if float(acc[top]) > best_val:
             best_val, best = float(acc[top]), batch[top]
     return RLOutcome(points=data.x[chosen.reshape(-1)], labels=labels, curve=curve,
-                     probe_trainings=trainings, random_val=best_val,
-                     random_points=points_of(best[None])[0], random_labels=labels,
+                     probe_trainings=trainings, random_points=points_of(best[None])[0],
+                     random_labels=labels,
                      indices=chosen.reshape(-1),
                      diagnostics={"candidates_per_class": k, "rounds": cfg.rounds,
                                   "episodes": cfg.episodes,
@@ -201,8 +198,8 @@ def rl_shape(data: Latents, init: torch.Tensor, init_labels: torch.Tensor,
         if acc > best_val:
             best_val, best_points = acc, pts
     return RLOutcome(points=points, labels=init_labels, curve=curve,
-                     probe_trainings=agent_trainings, random_val=best_val,
-                     random_points=best_points, random_labels=init_labels,
+                     probe_trainings=agent_trainings, random_points=best_points,
+                     random_labels=init_labels,
                      diagnostics={"start_val": start_acc, "greedy_val": greedy_acc,
                                   "episodes": cfg.episodes, "decisions": cfg.decisions,
                                   "random_probe_trainings": trainings - agent_trainings})
