@@ -1,7 +1,15 @@
-"""Fixtures several test modules share."""
+"""Fixtures several test modules share, and one process-wide setting."""
+
+import signal
 
 import pytest
 import torch
+
+# A suite started as a background job (``cmd &`` without job control) inherits SIGINT ignored,
+# and so would every CLI subprocess the signal tests start: Ctrl-C would then do nothing to
+# them. Handling SIGINT here makes exec'd children start with the default disposition again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
