@@ -93,7 +93,7 @@ class _GaLore(torch.optim.Optimizer):
     and at what rank, the projectors (optimiser state, so `state_dict` carries them), and
     their refresh. Subclasses give ``_update(p, group, state, grad, project_back)``."""
 
-    def __init__(self, params: Iterable, defaults: dict, *, projected: set[nn.Parameter],
+    def __init__(self, params: Iterable, defaults: dict, *, projected: set[nn.Parameter] | None,
                  rank: int | None, rank_fraction: float, update_proj_gap: int, scale: float,
                  proj_type: str, svd: str, seed: int, per_layer: bool) -> None:
         _choice("proj_type", proj_type, PROJ_TYPES)
@@ -105,6 +105,8 @@ class _GaLore(torch.optim.Optimizer):
         if update_proj_gap < 1:
             raise ValueError(f"galore update_proj_gap must be >= 1, got {update_proj_gap}")
         super().__init__(params, {**defaults, "scale": scale})
+        if projected is None:  # every parameter of two or more dimensions
+            projected = {p for g in self.param_groups for p in g["params"] if p.dim() >= 2}
         self.update_proj_gap, self.proj_type, self.svd, self.seed = (update_proj_gap, proj_type,
                                                                      svd, seed)
         # each parameter's rank (None: not projected) and position, fixed at construction
@@ -264,10 +266,6 @@ class GaLoreAdamW(_GaLore):
                  proj_type: str = "std", svd: str = "full",
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
                  weight_decay: float = 0.0, seed: int = 0, per_layer: bool = False) -> None:
-        params = list(params)
-        if projected is None:
-            flat = [q for g in params for q in (g["params"] if isinstance(g, dict) else [g])]
-            projected = {q for q in flat if q.dim() >= 2}
         if not 0.0 <= betas[0] < 1.0 or not 0.0 <= betas[1] < 1.0:
             raise ValueError(f"galore betas must lie in [0, 1), got {betas}")
         super().__init__(params, {"lr": lr, "betas": tuple(betas), "eps": eps,
@@ -308,10 +306,6 @@ class GaLoreSGD(_GaLore):
                  proj_type: str = "std", svd: str = "full", momentum: float = 0.9,
                  dampening: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0,
                  seed: int = 0, per_layer: bool = False) -> None:
-        params = list(params)
-        if projected is None:
-            flat = [q for g in params for q in (g["params"] if isinstance(g, dict) else [g])]
-            projected = {q for q in flat if q.dim() >= 2}
         super().__init__(params, {"lr": lr, "momentum": momentum, "dampening": dampening,
                                   "nesterov": nesterov, "weight_decay": weight_decay},
                          projected=projected, rank=rank, rank_fraction=rank_fraction,
