@@ -13,6 +13,7 @@ from torch import nn
 from thresher.models import (
     Classifier,
     ConvAutoencoder,
+    ConvVAE,
     WrappedClassifier,
     build,
     list_models,
@@ -37,6 +38,7 @@ SHAPES = {
     "vgg19": [(3, 32, 32)],
     "vit_tiny": [(3, 32, 32), (1, 28, 28), (3, 8, 8)],
     "conv_autoencoder": [(1, 8, 8), (1, 28, 28), (3, 32, 32)],
+    "conv_vae": [(1, 8, 8), (1, 28, 28), (3, 32, 32)],
 }
 CASES = [(name, shape) for name, shapes in SHAPES.items() for shape in shapes]
 
@@ -259,6 +261,8 @@ def test_gradients_reach_every_parameter(name):
     loss = nn.functional.cross_entropy(model(x), torch.arange(4))
     if isinstance(model, ConvAutoencoder):
         loss = loss + (model.reconstruct(x) - x).pow(2).mean()
+    if isinstance(model, ConvVAE):
+        loss = loss + model.terms(x.sigmoid()).sum()
     loss.backward()
     dead = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
     assert not dead

@@ -140,9 +140,11 @@ class BatchLoader:
 
     def _batches(self, order: torch.Tensor) -> Iterator[Batch]:
         for b in range(self._count(len(order))):
-            yield self._batch(order[b * self.batch_size:(b + 1) * self.batch_size])
+            yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size])
 
-    def _batch(self, idx: torch.Tensor) -> Batch:
+    def batch(self, idx: torch.Tensor) -> Batch:
+        """Rows ``idx`` as one batch, with fresh augmentation draws: what an epoch yields, and
+        a second augmented view of a batch already seen (consistency losses)."""
         images = self.data.images.index_select(0, idx)
         weight = None if self.weights is None else self.weights[idx]
         if self.data.is_features:  # already float and normalised: nothing to do

@@ -12,7 +12,9 @@ Studies change what one step does through a few plain callables instead of writi
 - ``before_epoch(epoch) -> indices | None``: the rows of ``train`` to use this epoch (per-epoch
   subset selection), shuffled and batched by the loop; None trains on everything.
 - ``after_backward(step)``: gradients are in ``.grad`` (unscaled under mixed precision); read
-  them (statistics) or rewrite them (gradient surgery) before the optimiser steps.
+  them (statistics) or rewrite them (gradient surgery) before the optimiser steps. Returning
+  ``False`` skips this optimiser step (a guard against a non-finite gradient): the schedule
+  still advances, the step's loss stays out of the epoch's sum and the row counts ``skipped``.
 - ``after_step(step)``: after the optimiser and schedule have stepped, with the batch's
   per-example losses (e.g. to keep a loss history or drive an agent).
 
@@ -175,8 +177,9 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         normalize: Normalize | None = None, device: torch.device | None = None, seed: int = 0,
         loss_fn: LossFn | None = None,
         before_epoch: Callable[[int], torch.Tensor | None] | None = None,
-        after_backward: StepHook | None = None, after_step: StepHook | None = None,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+        after_backward: Callable[[Step], bool | None] | None = None,
+        after_step: StepHook | None = None,
+        on_epoch: Callable[[dict], None] | None = None, accuracy: bool = True) -> FitResult:
     """Train ``model`` in place on ``train``; returns per-epoch history.
 
     ``weights`` are per-example importance weights (e.g. 1/(m p) from sensitivity sampling);
@@ -186,7 +189,9 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
     normalised); pass the same object to `evaluate`. ``seed`` fixes the data order and the
     augmentation draws. The hooks are described in the module docstring. The learning-rate
     schedule spans ``epochs`` full passes; an epoch on a subset still advances it by one
-    epoch's share, so subset selection keeps the schedule's shape.
+    epoch's share, so subset selection keeps the schedule's shape. ``accuracy=False`` is for
+    models whose output is not class logits (a VAE's loss terms): rows then carry no
+    ``train_acc`` and ``val`` must be None (the study scores such a model in ``on_epoch``).
     """
     cfg.validate()
     device = device or choose_device("auto")
@@ -201,6 +206,9 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         if (weights < 0).any() or not torch.isfinite(weights).all() or weights.sum() <= 0:
             raise ValueError("per-example weights must be finite, >= 0 and not all zero")
         weights = weights / weights.mean()
+    if not accuracy and val is not None:
+        raise ValueError("fit with accuracy=False scores no validation data: pass val=None and "
+                         "evaluate in on_epoch")
     if cfg.early_stopping and val is None:
         raise ValueError("fit.early_stopping needs validation data")
     loss_fn = loss_fn or cross_entropy(cfg.label_smoothing)
@@ -232,7 +240,7 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         model.train()
         loss_sum = torch.zeros((), device=device)
         hits = torch.zeros((), device=device, dtype=torch.long)
-        seen = 0
+        seen = skipped = 0
         rows = before_epoch(epoch) if before_epoch is not None else None
         for batch in (loader if rows is None else loader.epoch(rows)):
             with autocast(device, cfg.amp):
@@ -243,7 +251,16 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
             scaler.scale(loss).backward()
             if after_backward is not None:
                 scaler.unscale_(optimizer)
-                after_backward(Step(epoch, steps, batch, output, losses, loss, model, optimizer))
+                if after_backward(Step(epoch, steps, batch, output, losses, loss, model,
+                                       optimizer)) is False:
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.update()
+                    scheduler.step()
+                    scheduled += 1
+                    steps += 1
+                    skipped += 1
+                    bar.update()
+                    continue
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
@@ -253,7 +270,8 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
                                 loss.detach(), model, optimizer))
             steps += 1
             loss_sum += loss.detach() * len(batch.y)
-            hits += (output.detach().argmax(1) == batch.y).sum()
+            if accuracy:
+                hits += (output.detach().argmax(1) == batch.y).sum()
             seen += len(batch.y)
             bar.update()
         for _ in range(scheduled, epoch * per_epoch):  # a subset epoch: the schedule keeps pace
@@ -262,8 +280,12 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
         row = {"epoch": epoch, "train_loss": loss_sum.item() / max(seen, 1),
                "train_acc": hits.item() / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - start}
+        if not accuracy:
+            del row["train_acc"]
         if rows is not None:
             row["examples"] = seen
+        if skipped:
+            row["skipped"] = skipped
         warned = _check_finite(row, "train_loss", cfg, warned, bar)
         if val is not None and cfg.eval_every and (epoch % cfg.eval_every == 0
                                                    or epoch == cfg.epochs):
