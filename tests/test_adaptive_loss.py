@@ -214,12 +214,13 @@ def test_classification_end_to_end_seeds_differ_and_the_meta_state_carries(tmp_p
 
 
 def test_vae_end_to_end_with_its_kl_controls(tmp_path):
-    assert _cli(tmp_path, "--task", "vae", "--train-size", "600", "--set", "vae_fit.epochs=2",
+    assert _cli(tmp_path, "--task", "vae", "--train-size", "600", "--epochs", "2",
                 "--modes", "baseline", "--controls", "linear_anneal", "pi_control",
                 "--name", "vae") == 0
     run_dir = tmp_path / "runs" / "adaptive-loss" / "vae"
     units = {u["method"]: u for u in _units(run_dir)}
     base = units["baseline"]
+    assert len(base["history"]) == 2  # --epochs sets the VAE's recipe too
     assert base["test_neg_elbo"] > 0
     assert base["test_neg_elbo"] == pytest.approx(base["test_recon"] + base["test_kl"])
     assert base["test_bits_per_dim"] == pytest.approx(base["test_neg_elbo"] / (64 * math.log(2)))

@@ -457,7 +457,9 @@ register_study(Study(
         Flag("--controls", "controls", "controls to run (default: every control of the task)",
              nargs="+"),
         Flag("--train-size", "train_size", "stratified training subset per seed (0: all)"),
-        Flag("--epochs", "fit.epochs", "epochs (task=classify; task=vae: vae_fit.epochs)"),
+        Flag("--epochs", "epochs", "training epochs of every method (either task)"),
+        Flag("--lr", "lr", "learning rate (either task; tuned_cosine scales it by lr_grid)"),
+        Flag("--batch-size", "batch_size", "batch size (either task)"),
         Flag("--meta-state", "meta_state", "file the meta-controller and monitor resume from "
              "and save to"),
         Flag("--runs", "runs", "number of seeds (mean ± 95%% CI over them)"),

@@ -8,7 +8,7 @@ defaults are the CIFAR-10 5,000-image protocol at CPU scale.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from thresher.runs.config import ConfigError, check_choice, check_positive, check_range
 from thresher.studies.common import StudyConfig, check_dataset_and_model
@@ -137,6 +137,10 @@ class AdaptiveLossConfig(StudyConfig):
     meta_state: str | None = None  # file the meta-controller and monitor resume from/save to
     fit: FitConfig = field(default_factory=_classify_fit)  # task=classify trains with this
     vae_fit: FitConfig = field(default_factory=_vae_fit)  # task=vae trains with this
+    # set, these override the task's recipe (fit or vae_fit), whichever task runs
+    epochs: int | None = None
+    lr: float | None = None
+    batch_size: int | None = None
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
@@ -177,8 +181,12 @@ class AdaptiveLossConfig(StudyConfig):
 
     @property
     def recipe(self) -> FitConfig:
-        """The task's training recipe: ``fit`` or ``vae_fit``."""
-        return self.vae_fit if self.task == "vae" else self.fit
+        """The task's training recipe: ``fit`` or ``vae_fit``, with ``epochs``, ``lr`` and
+        ``batch_size`` applied where set."""
+        recipe = self.vae_fit if self.task == "vae" else self.fit
+        changes = {k: getattr(self, k) for k in ("epochs", "lr", "batch_size")
+                   if getattr(self, k) is not None}
+        return replace(recipe, **changes) if changes else recipe
 
     @property
     def control_names(self) -> list[str]:
