@@ -45,7 +45,8 @@ def test_confidence_and_consistency_terms_match_their_formulas():
     view = torch.randn_like(logits)
     terms = term_values(("confidence", "consistency"), logits, batch, view)
     p = logits.softmax(1)
-    torch.testing.assert_close(terms[:, 0], (p * p.log()).sum(1))  # minus the entropy
+    torch.testing.assert_close(terms[:, 0], math.log(4) + (p * p.log()).sum(1))  # log K - H
+    assert (terms[:, 0] >= 0).all()
     expected = F.kl_div(logits.log_softmax(1), view.log_softmax(1), reduction="none",
                         log_target=True).sum(1)  # KL(p(view) || p(x))
     torch.testing.assert_close(terms[:, 1], expected)

@@ -7,7 +7,9 @@ term plus auxiliary terms, each per example:
 - ``ce``: cross-entropy with the labels (the base of a classifier);
 - ``uniform``: cross-entropy with the uniform distribution. Weighted ``eps / (1 - eps)`` beside
   ``ce`` under normalisation it is label smoothing ``eps`` exactly;
-- ``confidence``: the confidence penalty (Pereyra et al. 2017), minus the predictive entropy;
+- ``confidence``: the confidence penalty (Pereyra et al. 2017), ``log K`` minus the predictive
+  entropy: the same gradient as minus the entropy, but never negative like every other term,
+  which uncertainty weighting needs (a negative term drives its learnt weight to infinity);
 - ``consistency``: KL(p(view) || p(x)) between the prediction on a second augmented view of
   the same rows (held fixed, one extra forward pass and no backward through it) and on ``x``;
 - ``recon`` / ``kl``: a VAE's per-example reconstruction NLL and KL, the columns of its output
@@ -69,7 +71,7 @@ def term_values(names: Sequence[str], output: torch.Tensor, batch: Batch,
         elif name == "uniform":
             cols.append(-out.log_softmax(1).mean(1))
         elif name == "confidence":
-            cols.append(-_entropy(out))
+            cols.append(math.log(out.shape[1]) - _entropy(out))
         elif name == "consistency":
             target = view_logits.float().log_softmax(1)
             cols.append((target.exp() * (target - out.log_softmax(1))).sum(1))
