@@ -13,11 +13,12 @@ from thresher.models.resnet import CifarResNet  # isort: skip
 from thresher.models.resnet18 import ResNet18  # isort: skip
 from thresher.models.vgg import VGG  # isort: skip
 from thresher.models.vit import VisionTransformer  # isort: skip
+from thresher.models.airbench import Airbench94  # isort: skip
 from thresher.models.autoencoder import ConvAutoencoder  # isort: skip
 from thresher.models.vae import ConvVAE  # isort: skip
 
 __all__ = [
     "Classifier", "WrappedClassifier", "ModelInfo", "build", "list_models", "model_options",
     "register_model", "MLP", "SimpleCNN", "CifarResNet", "ResNet18", "VGG", "VisionTransformer",
-    "ConvAutoencoder", "ConvVAE",
+    "Airbench94", "ConvAutoencoder", "ConvVAE",
 ]
