@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from thresher.models.autoencoder import conv_stages, deconv_stages
 from thresher.models.base import Classifier, positive_ints
 from thresher.models.registry import register_model
 
@@ -33,35 +34,15 @@ class ConvVAE(Classifier):
         (latent_dim,) = positive_ints("latent_dim", latent_dim)
         (hidden,) = positive_ints("hidden", hidden)
         channels = positive_ints("channels", channels)
-        c, h, w = in_shape
-        k = len(channels)
-        if min(h, w) < 2 ** k:
-            raise ValueError(f"inputs of {h}x{w} are too small for {k} stride-2 stages: need at "
-                             f"least {2 ** k}x{2 ** k}, or fewer entries in channels={channels}")
+        encoder, (c, h, w), sizes = conv_stages(in_shape, channels)
         self.latent_dim = latent_dim
-        sizes = [(h, w)]
-        encoder: list[nn.Module] = []
-        for out in channels:
-            encoder += [nn.Conv2d(c, out, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
-            c, h, w = out, (h + 1) // 2, (w + 1) // 2
-            sizes.append((h, w))
         self.encoder = nn.Sequential(*encoder, nn.Flatten(), nn.Linear(c * h * w, hidden),
                                      nn.ReLU(inplace=True))
         # One layer for both statistics: [mu | logvar] = posterior(features).
         self.posterior = nn.Linear(hidden, 2 * latent_dim)
-
-        decoder: list[nn.Module] = [nn.Linear(latent_dim, hidden), nn.ReLU(inplace=True),
-                                    nn.Linear(hidden, c * h * w), nn.ReLU(inplace=True),
-                                    nn.Unflatten(1, (c, h, w))]
-        outs = (*reversed(channels[:-1]), in_shape[0])
-        for i, out in enumerate(outs):
-            th, tw = sizes[k - 1 - i]
-            decoder.append(nn.ConvTranspose2d(c, out, 3, stride=2, padding=1,
-                                              output_padding=(1 - th % 2, 1 - tw % 2)))
-            if i < k - 1:
-                decoder.append(nn.ReLU(inplace=True))
-            c = out
-        self.decoder = nn.Sequential(*decoder)
+        self.decoder = nn.Sequential(nn.Linear(latent_dim, hidden), nn.ReLU(inplace=True),
+                                     nn.Linear(hidden, c * h * w), nn.ReLU(inplace=True),
+                                     *deconv_stages((c, h, w), sizes, channels, in_shape[0]))
         self.head = nn.Linear(latent_dim, num_classes)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
