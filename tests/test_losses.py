@@ -152,5 +152,11 @@ def test_uncertainty_weighting_matches_kendall_and_trains_its_log_variances():
     # d/ds_k of mean_b(exp(-s_k) L_bk + s_k) = 1 - exp(-s_k) mean_b L_bk
     torch.testing.assert_close(uw.log_vars.grad, torch.tensor(
         [1 - math.exp(-0.5) * 1.5, 1 - math.exp(1.0) * 1.5]))
+    bounded = UncertaintyWeights(2, w_min=0.1, w_max=1.0)
+    with torch.no_grad():
+        bounded.log_vars.copy_(torch.tensor([-3.0, 5.0]))  # weights e^3 and e^-5, out of range
+    assert bounded.weights() == pytest.approx([1.0, 0.1])
+    bounded.combine(terms).sum().backward()
+    assert bounded.log_vars.grad.abs().max() == 0  # held at the bounds: no pull further out
     model = WithLossParameters(nn.Linear(3, 2), uw)
     assert any(p is uw.log_vars for p in model.parameters())  # one optimiser trains both

@@ -86,17 +86,31 @@ def term_values(names: Sequence[str], output: torch.Tensor, batch: Batch,
 class UncertaintyWeights(nn.Module):
     """Homoscedastic uncertainty weighting (Kendall et al. 2018): ``sum_k exp(-s_k) L_k + s_k``
     with a learnt log-variance ``s_k`` per term, trained by the same optimiser as the model
-    (hence a module: wrap it with the model so `fit` sees its parameters)."""
+    (hence a module: wrap it with the model so `fit` sees its parameters).
 
-    def __init__(self, n_terms: int) -> None:
+    Each weight ``exp(-s_k)`` is held in ``[w_min, w_max]`` (``s_k`` clamped; no gradient
+    beyond the bounds), the executor's safety range. Unbounded, the rule's optimum is
+    ``exp(-s_k) = 1 / L_k``, so a term that can reach 0 (a confidence penalty or a consistency
+    loss at the uniform prediction, a collapsed KL) takes an ever larger weight and pulls the
+    model into that degenerate state."""
+
+    def __init__(self, n_terms: int, w_min: float = 0.0, w_max: float = math.inf) -> None:
         super().__init__()
         self.log_vars = nn.Parameter(torch.zeros(n_terms))
+        self.bounds = (-math.log(w_max) if math.isfinite(w_max) else None,
+                       -math.log(w_min) if w_min > 0 else None)
+
+    def _s(self) -> torch.Tensor:
+        low, high = self.bounds
+        return self.log_vars if low is None and high is None else \
+            self.log_vars.clamp(low, high)
 
     def combine(self, terms: torch.Tensor) -> torch.Tensor:
-        return terms @ torch.exp(-self.log_vars) + self.log_vars.sum()
+        s = self._s()
+        return terms @ torch.exp(-s) + s.sum()
 
     def weights(self) -> list[float]:
-        return torch.exp(-self.log_vars.detach()).tolist()
+        return torch.exp(-self._s().detach()).tolist()
 
 
 class WithLossParameters(nn.Module):

@@ -222,7 +222,7 @@ def train_method(cfg: AdaptiveLossConfig, method: str, choice: dict[str, float],
     elif method == "fixed_grid":
         weights = [choice["beta"]] if vae else [choice["weight"]] * k
     elif method == "uncertainty":
-        weights, learned = prior, UncertaintyWeights(1 + k).to(device)
+        weights, learned = prior, UncertaintyWeights(1 + k, ex_cfg.w_min, ex_cfg.w_max).to(device)
     else:
         weights = prior
     trained: nn.Module = _Terms(model) if vae else model
