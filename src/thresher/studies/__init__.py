@@ -61,7 +61,7 @@ STUDIES: Registry[Study] = Registry("study")
 COMMANDS: Registry[Command] = Registry("command")
 
 # Modules under thresher.studies that register studies or commands when imported.
-BUILTIN = ("train", "active", "continual", "robustness", "distill", "adaptive_loss",)
+BUILTIN = ("train", "active", "continual", "robustness", "distill", "adaptive_loss", "guided",)
 
 
 def register_study(study: Study) -> Study:

@@ -100,3 +100,23 @@ def load_data(dataset: str, data_dir: str | None, device: torch.device,
     """(train, test) of ``dataset``, moved to ``device`` once."""
     train, test = load_splits(dataset, data_dir=data_dir, **(options or {}))
     return train.to(device), test.to(device)
+
+
+def holdout(train: ArrayDataset, train_size: int, val_size: int, generator: torch.Generator
+            ) -> tuple[ArrayDataset, ArrayDataset]:
+    """A stratified validation split of ``val_size`` rows and, from the rest, a stratified
+    training subset of ``train_size`` rows (0: all the rest), both drawn from ``generator``:
+    the validation rows never overlap the rows trained on, and the test set stays untouched."""
+    order = torch.randperm(len(train), generator=generator)
+    labels = train.labels.cpu()[order]
+    counts = train.class_counts().cpu().double()
+    exact = counts * val_size / len(train)
+    quota = torch.floor(exact).long()
+    quota[torch.argsort(exact - quota, descending=True,
+                        stable=True)[:val_size - int(quota.sum())]] += 1
+    val_mask = torch.zeros(len(train), dtype=torch.bool)
+    for c, n in enumerate(quota.tolist()):
+        val_mask[(labels == c).nonzero().flatten()[:n]] = True
+    rest = train.subset(order[~val_mask].to(train.device))
+    val = train.subset(order[val_mask].to(train.device))
+    return (rest.stratified(train_size, generator) if train_size else rest), val

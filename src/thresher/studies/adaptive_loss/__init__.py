@@ -62,7 +62,7 @@ from thresher.studies.adaptive_loss.policies import (
     linear_anneal,
 )
 from thresher.studies.adaptive_loss.report import tables
-from thresher.studies.common import for_seeds, load_data
+from thresher.studies.common import for_seeds, holdout, load_data
 from thresher.train import FitConfig, choose_device, evaluate, fit
 from thresher.train.engine import uses_channels_last
 from thresher.train.losses import (
@@ -78,21 +78,8 @@ VAE_BETA_MAX = 2.0  # the VAE's beta lies in [0, 2]; its base (reconstruction) k
 
 def split(train: ArrayDataset, train_size: int, val_size: int, seed: int
           ) -> tuple[ArrayDataset, ArrayDataset]:
-    """A stratified validation split and, from the rest, a stratified training subset
-    (``train_size`` 0: all the rest), both drawn from the seed."""
-    g = make_generator(seed, "adaptive", "split")
-    order = torch.randperm(len(train), generator=g)
-    labels = train.labels.cpu()[order]
-    counts = train.class_counts().cpu().double()
-    quota = torch.floor(counts * val_size / len(train)).long()
-    quota[torch.argsort(counts * val_size / len(train) - quota, descending=True,
-                        stable=True)[:val_size - int(quota.sum())]] += 1
-    val_mask = torch.zeros(len(train), dtype=torch.bool)
-    for c, n in enumerate(quota.tolist()):
-        val_mask[(labels == c).nonzero().flatten()[:n]] = True
-    rest = train.subset(order[~val_mask].to(train.device))
-    val = train.subset(order[val_mask].to(train.device))
-    return (rest.stratified(train_size, g) if train_size else rest), val
+    """This seed's training subset and validation split (`thresher.studies.common.holdout`)."""
+    return holdout(train, train_size, val_size, make_generator(seed, "adaptive", "split"))
 
 
 def prepare(cfg: AdaptiveLossConfig, store: RunStore) -> dict[str, Any]:
