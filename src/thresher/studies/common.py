@@ -120,3 +120,18 @@ def holdout(train: ArrayDataset, train_size: int, val_size: int, generator: torc
     rest = train.subset(order[~val_mask].to(train.device))
     val = train.subset(order[val_mask].to(train.device))
     return (rest.stratified(train_size, generator) if train_size else rest), val
+
+
+def check_holdout(train: ArrayDataset, dataset: str, train_size: int, val_size: int,
+                  study: str) -> None:
+    """What `holdout` needs of ``train``, as ConfigErrors before any run exists: images (not
+    feature vectors), room for both splits, and a validation example in every class."""
+    if train.is_features:
+        raise ConfigError(f"dataset {dataset!r} holds feature vectors; {study} trains image "
+                          f"models")
+    if train_size + val_size > len(train):
+        raise ConfigError(f"train_size={train_size} + val_size={val_size} exceeds the "
+                          f"{len(train)} training images of {dataset!r}")
+    if int(train.class_counts().min()) * val_size < len(train):
+        raise ConfigError(f"val_size={val_size} leaves some class of {dataset!r} with no "
+                          f"validation example")

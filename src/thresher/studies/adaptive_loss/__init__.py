@@ -62,7 +62,7 @@ from thresher.studies.adaptive_loss.policies import (
     linear_anneal,
 )
 from thresher.studies.adaptive_loss.report import tables
-from thresher.studies.common import for_seeds, holdout, load_data
+from thresher.studies.common import check_holdout, for_seeds, holdout, load_data
 from thresher.train import FitConfig, choose_device, evaluate, fit
 from thresher.train.engine import uses_channels_last
 from thresher.train.losses import (
@@ -86,15 +86,7 @@ def prepare(cfg: AdaptiveLossConfig, store: RunStore) -> dict[str, Any]:
     """Device, data, sizes and the meta-state file, all checked before the run is opened."""
     device = choose_device(cfg.device)
     train, test = load_data(cfg.dataset, cfg.data_dir, device, cfg.dataset_options)
-    if train.is_features:
-        raise ConfigError(f"dataset {cfg.dataset!r} holds feature vectors; adaptive-loss "
-                          f"trains image models")
-    if cfg.train_size + cfg.val_size > len(train):
-        raise ConfigError(f"train_size={cfg.train_size} + val_size={cfg.val_size} exceeds the "
-                          f"{len(train)} training images of {cfg.dataset!r}")
-    if int(train.class_counts().min()) * cfg.val_size < len(train):
-        raise ConfigError(f"val_size={cfg.val_size} leaves some class of {cfg.dataset!r} with "
-                          f"no validation example")
+    check_holdout(train, cfg.dataset, cfg.train_size, cfg.val_size, "adaptive-loss")
     try:
         build(cfg.model_name, train.num_classes, train.in_shape)
     except ValueError as e:

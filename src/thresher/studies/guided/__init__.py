@@ -40,7 +40,7 @@ from thresher.seeding import derive_seed, make_generator, set_seed
 from thresher.select.epoch import EpochSelector, resolve_budget
 from thresher.select.evolve import evolve, to_dict
 from thresher.studies import Flag, Study, register_study
-from thresher.studies.common import for_seeds, holdout, load_data
+from thresher.studies.common import check_holdout, for_seeds, holdout, load_data
 from thresher.studies.guided.agent import Chooser, make_state
 from thresher.studies.guided.config import (
     BUDGETED,
@@ -85,15 +85,7 @@ def prepare(cfg: GuidedConfig, store: RunStore) -> dict[str, Any]:
             hint = " (the cifar100 experiment runs only where its files are present)" \
                 if dataset == "cifar100" else ""
             raise ConfigError(f"dataset {dataset!r} is not available{hint}: {e}") from None
-        if train.is_features:
-            raise ConfigError(f"dataset {dataset!r} holds feature vectors; guided trains "
-                              f"image models")
-        if cfg.train_size + cfg.val_size > len(train):
-            raise ConfigError(f"train_size={cfg.train_size} + val_size={cfg.val_size} exceeds "
-                              f"the {len(train)} training images of {dataset!r}")
-        if int(train.class_counts().min()) * cfg.val_size < len(train):
-            raise ConfigError(f"val_size={cfg.val_size} leaves some class of {dataset!r} with "
-                              f"no validation example")
+        check_holdout(train, dataset, cfg.train_size, cfg.val_size, "guided")
         n = cfg.train_size or len(train) - cfg.val_size
         try:
             resolve_budget(cfg.budget_value, n)
