@@ -12,9 +12,9 @@ import torch
 
 from thresher.cli import main
 from thresher.runs.config import ConfigError
-from thresher.select.epoch import EpochStats, rank_normalize, score_matrix
+from thresher.select.epoch import EPOCH_STRATEGIES, EpochStats, rank_normalize, score_matrix
 from thresher.select.evolve import to_dict, wsum
-from thresher.studies.guided.agent import _expression, make_state, state_dim
+from thresher.studies.guided.agent import make_state, state_dim
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -60,8 +60,8 @@ def test_expression_strategy_reads_the_expression_from_state():
     stats = EpochStats(20, labels, probs, -probs.gather(1, labels[:, None])[:, 0].log(),
                        torch.randn(20, 4, generator=g), forward_passes=20)
     expr = wsum(0.5, "el2n", "margin")
-    sel = _expression(stats, 5, torch.Generator().manual_seed(1),
-                      {"expression": to_dict(expr)})
+    sel = EPOCH_STRATEGIES["expression"](stats, 5, torch.Generator().manual_seed(1),
+                                         {"expression": to_dict(expr)})
     scores = score_matrix(stats, ["el2n", "margin"])
     combined = rank_normalize(0.5 * scores["el2n"] + 0.5 * scores["margin"])
     assert set(sel.indices.tolist()) == set(torch.topk(combined, 5).indices.tolist()) \

@@ -42,9 +42,11 @@ def random_stats(n: int = 60, k: int = 4, d: int = 5, seed: int = 0) -> EpochSta
 
 
 OPTIONS = {"hybrid": {"weights": {"el2n": 1.0, "forgetting": 0.5}},
-           "infobatch": {"epoch": 2, "epochs": 10}}
+           "infobatch": {"epoch": 2, "epochs": 10},
+           "expression": {"expression": {"op": "max", "args": [{"leaf": "el2n"},
+                                                                {"leaf": "entropy"}]}}}
 NO_BUDGET = {"full", "infobatch"}
-SEED_BREAKS_TIES_ONLY = {"el2n", "grad_norm", "entropy", "margin", "hybrid"}  # distinct scores
+SEED_BREAKS_TIES_ONLY = {"el2n", "grad_norm", "entropy", "margin", "hybrid", "expression"}
 
 
 def run(name: str, stats: EpochStats, budget: int, seed: int, **state):

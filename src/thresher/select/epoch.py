@@ -36,6 +36,7 @@ from thresher.registry import Registry, unknown_message
 from thresher.scoring.forgetting import ForgettingCounter, LossRecord
 from thresher.scoring.uncertainty import el2n, entropy, grad_norm, least_confidence, margin
 from thresher.seeding import make_generator
+from thresher.select.evolve import evaluate, from_dict, leaves
 from thresher.select.kmeans import kmeans
 from thresher.select.samplers import check_budget, kcenter_greedy, random_sample
 from thresher.train.engine import LossFn, Step, Switch, cross_entropy
@@ -495,6 +496,22 @@ def _hybrid(stats: EpochStats, budget: int, generator: torch.Generator,
 
 
 # --- wiring into fit ----------------------------------------------------------------------
+
+
+@register_epoch_strategy("expression", inference=True)
+def _expression(stats: EpochStats, budget: int, generator: torch.Generator,
+                state: dict[str, Any]) -> Selection:
+    """The top-``budget`` rows by a composition of rank-normalised primitive scores found by
+    `thresher.select.evolve` (``state['expression']``, its ``to_dict`` form), so a discovered
+    strategy runs as an option of one registered strategy and no registry grows at run time."""
+    if "expression" not in state:
+        raise ValueError("the 'expression' strategy needs state['expression'], an evolved "
+                         "expression in thresher.select.evolve.to_dict form")
+    expr = from_dict(state["expression"])
+    scores = score_matrix(stats, sorted(set(leaves(expr))))
+    chosen = pick(evaluate(expr, scores), budget, generator, state.get("sampling", "top"),
+                  state.get("power", 1.0))
+    return Selection(chosen.to(stats.device), None, stats.forward_passes)
 
 
 class EpochSelector:

@@ -1,5 +1,5 @@
-"""The agent that chooses the selection strategy for the next interval, and the generic
-``expression`` epoch strategy (an evolved score composition read from the selector's state).
+"""The agent that chooses the selection strategy for the next interval (an evolved
+composition runs through `thresher.select.epoch`'s ``expression`` strategy).
 
 State: the phase detector's latest z-scores (``grad_norm``, ``curvature``, ``alignment``,
 ``utility``; None as 0, clipped to [-5, 5]), its relative loss change (clipped to [-1, 1]),
@@ -20,32 +20,9 @@ from thresher.rl.bandits import UCB, LinUCB
 from thresher.rl.core import Transition
 from thresher.rl.policy_gradient import A2CConfig, ActorCritic
 from thresher.seeding import derive_seed
-from thresher.select.epoch import (
-    EpochStats,
-    Selection,
-    pick,
-    register_epoch_strategy,
-    score_matrix,
-)
-from thresher.select.evolve import evaluate, from_dict, leaves
 
 Z_CLIP = 5.0
 Z_SIGNALS = ("grad_norm", "curvature", "alignment", "utility")
-
-
-@register_epoch_strategy("expression", inference=True)
-def _expression(stats: EpochStats, budget: int, generator: torch.Generator,
-                state: dict[str, Any]) -> Selection:
-    """The top-``budget`` rows by an evolved expression over rank-normalised primitive scores
-    (``state['expression']``, the `thresher.select.evolve.to_dict` form)."""
-    if "expression" not in state:
-        raise ValueError("the 'expression' strategy needs state['expression'], an evolved "
-                         "expression in evolve.to_dict form")
-    expr = from_dict(state["expression"])
-    scores = score_matrix(stats, sorted(set(leaves(expr))))
-    chosen = pick(evaluate(expr, scores), budget, generator, state.get("sampling", "top"),
-                  state.get("power", 1.0))
-    return Selection(chosen.to(stats.device), None, stats.forward_passes)
 
 
 def state_dim(actions: int) -> int:
