@@ -105,10 +105,12 @@ def prepare(cfg: GuidedConfig, store: RunStore) -> dict[str, Any]:
 
 
 def _passes(cost: dict[str, int], n: int) -> dict[str, float]:
-    """Counted passes in full-epoch units (passes / N) and the reward's compute unit."""
+    """Counted passes in full-epoch units (passes / N), and ``compute``: forward-equivalents
+    (a backward costs about two forwards) per full training epoch, ``(train forward + 2 train
+    backward + selection forward) / 3N``, so a full epoch costs 1 and a selection pass 1/3."""
     out = {k: v / n for k, v in cost.items()}
-    out["compute"] = (cost["train_forward"] + cost["train_backward"]
-                      + cost["select_forward"]) / (2 * n)
+    out["compute"] = (cost["train_forward"] + 2 * cost["train_backward"]
+                      + cost["select_forward"]) / (3 * n)
     return out
 
 

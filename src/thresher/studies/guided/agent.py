@@ -5,8 +5,9 @@ State: the phase detector's latest z-scores (``grad_norm``, ``curvature``, ``ali
 ``utility``; None as 0, clipped to [-5, 5]), its relative loss change (clipped to [-1, 1]),
 a one-hot of the last action, the training progress in [0, 1] and a constant 1. Reward: the
 validation-accuracy gain over the interval (times ``reward_scale``) divided by the compute
-spent in it, in full-epoch units of forward+backward passes: (train forward + train backward
-+ selection forward) / (2 N), so a full epoch costs 1 and a selection pass 0.5.
+spent in it, in forward-equivalents per full training epoch (a backward costs about two
+forwards): (train forward + 2 train backward + selection forward) / (3 N), so a full epoch
+costs 1 and a selection pass 1/3.
 """
 
 from __future__ import annotations

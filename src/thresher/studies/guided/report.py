@@ -60,7 +60,8 @@ def tables(units: list[dict], title: str, search: dict | None) -> str:
             "opt state / AdamW": _mean_ci([u["optimizer"].get("vs_adamw", math.nan)
                                            for u in runs], 3)})
     parts.append("wall time and counted compute (passes in full-epoch units: select forward, "
-                 "train forward+backward; compute = (fwd + bwd + select) / 2N):\n"
+                 "train forward+backward; compute = (fwd + 2 bwd + select) / 3N, a full "
+                 "epoch = 1):\n"
                  + format_table(rows))
     policy = [u for u in units if u["method"] == "policy"]
     if policy:
