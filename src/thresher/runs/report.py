@@ -80,6 +80,14 @@ def _markdown(head: list[str], table: list[list[str]], right: list[bool]) -> str
     return "\n".join([row(head), rule, *(row(cells) for cells in table)])
 
 
+def mean_ci_cell(values: Sequence[float | None], digits: int = 2, scale: float = 1.0,
+                 missing: str = "-") -> str:
+    """``"81.20 ± 0.95"`` over the finite values (None, NaN and inf, e.g. read back from JSON,
+    are left out); ``missing`` when none is finite."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return format_mean_ci(summarize(finite), digits, scale) if finite else missing
+
+
 def format_p(p: float) -> str:
     """p-values as people read them: 3 decimals, "<0.001" below that, "n/a" if untestable."""
     if math.isnan(p):

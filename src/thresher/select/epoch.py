@@ -34,6 +34,7 @@ from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Batch, Normalize
 from thresher.registry import Registry, unknown_message
 from thresher.scoring.forgetting import ForgettingCounter, LossRecord
+from thresher.scoring.ranks import average_ranks
 from thresher.scoring.uncertainty import el2n, entropy, grad_norm, least_confidence, margin
 from thresher.seeding import make_generator
 from thresher.select.evolve import evaluate, from_dict, leaves
@@ -181,18 +182,6 @@ for _name, _fn in (("el2n", _el2n), ("grad_norm", _grad_norm), ("entropy", _entr
                    ("loss", _loss), ("forgetting", _forgetting)):
     EPOCH_SCORES.register(_name, _fn)
 RECORD_SCORES = frozenset({"forgetting"})  # never need a pass ("loss" can go either way)
-
-
-def average_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """0-based ranks (ascending) in float64, tied values sharing their average rank."""
-    s = scores.detach().double()
-    order = torch.argsort(s, stable=True)
-    _, inverse, counts = torch.unique_consecutive(s[order], return_inverse=True,
-                                                  return_counts=True)
-    starts = torch.cumsum(counts, 0) - counts
-    ranks = torch.empty_like(s)
-    ranks[order] = (starts.double() + (counts.double() - 1) / 2)[inverse]
-    return ranks
 
 
 def rank_normalize(scores: torch.Tensor) -> torch.Tensor:

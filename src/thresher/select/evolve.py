@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from thresher.registry import unknown_message
+from thresher.scoring.ranks import average_ranks
 from thresher.seeding import make_generator
 
 OPS = ("wsum", "product", "max", "min")
@@ -203,11 +204,7 @@ def rank_normalise(x: torch.Tensor) -> torch.Tensor:
     n = x.numel()
     if n <= 1:
         return torch.full_like(x, 0.5)
-    values, inverse, counts = torch.unique(x, sorted=True, return_inverse=True,
-                                           return_counts=True)
-    start = counts.cumsum(0) - counts
-    mean_rank = start.to(x.dtype) + (counts.to(x.dtype) - 1) / 2
-    return mean_rank[inverse] / (n - 1)
+    return (average_ranks(x) / (n - 1)).to(x.dtype)
 
 
 def _combine(op: str, a: torch.Tensor, b: torch.Tensor, weight: float | None) -> torch.Tensor:

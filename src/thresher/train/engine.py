@@ -155,6 +155,12 @@ def cross_entropy(label_smoothing: float = 0.0) -> LossFn:
     return loss_fn
 
 
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimiser steps in one full epoch of `fit` over ``n`` rows: the last partial batch is
+    dropped whenever there is more than one batch (so every step sees a full batch)."""
+    return n // batch_size if n > batch_size else 1
+
+
 def uses_channels_last(model: nn.Module, device: torch.device, switch: Switch) -> bool:
     """Channels-last speeds up convolutions on CPU (oneDNN) and CUDA (tensor cores)."""
     if switch != "auto":
@@ -216,7 +222,7 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
     loader = BatchLoader(train.to(device), cfg.batch_size, shuffle=True, augment=cfg.augment,
                          normalize=normalize, drop_last=len(train) > cfg.batch_size, seed=seed,
                          weights=weights, channels_last=channels_last)
-    per_epoch = len(loader)
+    per_epoch = len(loader)  # = steps_per_epoch(len(train), cfg.batch_size)
     optimizer = build_optimizer(cfg.optimizer, model, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay, nesterov=cfg.nesterov,
                                 decay_1d=cfg.decay_1d, options=cfg.optimizer_options)
@@ -249,30 +255,28 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
                 loss = losses.mean()
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
+            skip = False
             if after_backward is not None:
                 scaler.unscale_(optimizer)
-                if after_backward(Step(epoch, steps, batch, output, losses, loss, model,
-                                       optimizer)) is False:
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.update()
-                    scheduler.step()
-                    scheduled += 1
-                    steps += 1
-                    skipped += 1
-                    bar.update()
-                    continue
-            scaler.step(optimizer)
+                skip = after_backward(Step(epoch, steps, batch, output, losses, loss, model,
+                                           optimizer)) is False
+            if skip:  # the guard refused this step: no update, no share of the epoch's loss
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+            else:
+                scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             scheduled += 1
-            if after_step is not None:
-                after_step(Step(epoch, steps, batch, output.detach(), losses.detach(),
-                                loss.detach(), model, optimizer))
+            if not skip:
+                if after_step is not None:
+                    after_step(Step(epoch, steps, batch, output.detach(), losses.detach(),
+                                    loss.detach(), model, optimizer))
+                loss_sum += loss.detach() * len(batch.y)
+                if accuracy:
+                    hits += (output.detach().argmax(1) == batch.y).sum()
+                seen += len(batch.y)
             steps += 1
-            loss_sum += loss.detach() * len(batch.y)
-            if accuracy:
-                hits += (output.detach().argmax(1) == batch.y).sum()
-            seen += len(batch.y)
             bar.update()
         for _ in range(scheduled, epoch * per_epoch):  # a subset epoch: the schedule keeps pace
             scheduler.step()

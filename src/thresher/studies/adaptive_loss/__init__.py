@@ -64,7 +64,7 @@ from thresher.studies.adaptive_loss.policies import (
 from thresher.studies.adaptive_loss.report import tables
 from thresher.studies.common import check_holdout, for_seeds, holdout, load_data
 from thresher.train import FitConfig, choose_device, evaluate, fit
-from thresher.train.engine import uses_channels_last
+from thresher.train.engine import steps_per_epoch, uses_channels_last
 from thresher.train.losses import (
     ExecutorConfig,
     LossExecutor,
@@ -226,8 +226,7 @@ def train_method(cfg: AdaptiveLossConfig, method: str, choice: dict[str, float],
                 seed, "adaptive", "probe"))["neg_elbo_nats"]
         return evaluate(model, data_, normalize=normalize, device=device)["loss"]
 
-    per_epoch = max(len(train) // recipe.batch_size, 1) if len(train) > recipe.batch_size \
-        else 1
+    per_epoch = steps_per_epoch(len(train), recipe.batch_size)
     total = per_epoch * recipe.epochs
     decisions = (total - 1) // cfg.monitor.interval  # at steps interval, 2 interval, ... < total
     policy = _policy(cfg, method, weights, prior, k, decisions, seed, device, meta,

@@ -7,8 +7,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from thresher.runs.report import comparison_table, format_table
-from thresher.runs.stats import format_mean_ci, summarize
+from thresher.runs.report import comparison_table, format_table, mean_ci_cell
 
 MODES = ("baseline", "monitor_only", "controller_only", "full")
 AGENT_METHODS = ("monitor_only", "full", "random_schedule")
@@ -17,11 +16,6 @@ AGENT_METHODS = ("monitor_only", "full", "random_schedule")
 def _by_method(units: list[dict], key: str) -> dict[str, list[float]]:
     methods = list(dict.fromkeys(u["method"] for u in units))
     return {m: [u[key] for u in units if u["method"] == m] for m in methods}
-
-
-def _mean_ci(values: list[float], digits: int = 2, scale: float = 1.0) -> str:
-    clean = [v for v in values if v is not None and math.isfinite(v)]
-    return format_mean_ci(summarize(clean), digits, scale) if clean else "-"
 
 
 def tables(units: list[dict], task: str, dataset: str, choice: dict[str, Any]) -> str:
@@ -44,14 +38,14 @@ def tables(units: list[dict], task: str, dataset: str, choice: dict[str, Any]) -
             scores, name, scale=scale, baseline=best))
     cost = []
     for method, rows in ((m, [u for u in units if u["method"] == m]) for m in scores):
-        row = {"method": method, "seconds (mean ± 95% CI)": _mean_ci([u["seconds"] for u in rows],
-                                                                     1),
+        row = {"method": method,
+               "seconds (mean ± 95% CI)": mean_ci_cell([u["seconds"] for u in rows], 1),
                "skipped steps": sum(u["skipped_steps"] for u in rows),
                "weight changes / run": sum(len(u["weights_log"]) - 1 for u in rows) / len(rows)}
         if vae:
-            row.update({"bits/dim": _mean_ci([u["test_bits_per_dim"] for u in rows], 4),
-                        "recon (nats)": _mean_ci([u["test_recon"] for u in rows]),
-                        "KL (nats)": _mean_ci([u["test_kl"] for u in rows])})
+            row.update({"bits/dim": mean_ci_cell([u["test_bits_per_dim"] for u in rows], 4),
+                        "recon (nats)": mean_ci_cell([u["test_recon"] for u in rows]),
+                        "KL (nats)": mean_ci_cell([u["test_kl"] for u in rows])})
         cost.append(row)
     parts.append("cost (equal epochs for every method)" + (" and the ELBO's parts on test"
                                                             if vae else "") + ":\n"
@@ -69,11 +63,12 @@ def tables(units: list[dict], task: str, dataset: str, choice: dict[str, Any]) -
                     for u in runs]
             rows.append({
                 "method": method,
-                "reward, all decisions": _mean_ci([u["policy"]["mean_reward"] for u in runs], 3),
-                "reward, second half": _mean_ci([u["policy"]["late_mean_reward"] for u in runs],
-                                                3),
-                "final epsilon": _mean_ci([d.get("epsilon", math.nan) for d in last], 3),
-                "final TD loss": _mean_ci([d.get("td_loss", math.nan) for d in last], 4),
+                "reward, all decisions": mean_ci_cell(
+                    [u["policy"]["mean_reward"] for u in runs], 3),
+                "reward, second half": mean_ci_cell(
+                    [u["policy"]["late_mean_reward"] for u in runs], 3),
+                "final epsilon": mean_ci_cell([d.get("epsilon", math.nan) for d in last], 3),
+                "final TD loss": mean_ci_cell([d.get("td_loss", math.nan) for d in last], 4),
                 "actions (keep, then each weight up/down), %": " ".join(
                     f"{100 * c / total:.0f}" for c in counts)})
         parts.append("the monitor's learning evidence (reward: % drop of the validation loss "
@@ -93,7 +88,7 @@ def tables(units: list[dict], task: str, dataset: str, choice: dict[str, Any]) -
                          "final steps (log scale)": " ".join(
                              f"{sum(s['step'][i] for s in states) / len(states):.3f}"
                              for i in range(len(states[0]["step"]))),
-                         "pairs judged": _mean_ci([s["pairs"] for s in states], 1),
+                         "pairs judged": mean_ci_cell([s["pairs"] for s in states], 1),
                          "prior weights (exp of mean log prior)": " ".join(
                              f"{math.exp(sum(s['prior'][i] for s in states) / len(states)):.3f}"
                              for i in range(len(states[0]["prior"])))})

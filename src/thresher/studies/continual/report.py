@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from thresher.runs.plots import figure, mean_ci_band
-from thresher.runs.report import comparison_table, format_table
-from thresher.runs.stats import format_mean_ci, summarize
+from thresher.runs.report import comparison_table, format_table, mean_ci_cell
 from thresher.runs.store import SUMMARY_FILE, RunLookupError, RunStore
 
 if TYPE_CHECKING:
@@ -30,8 +28,7 @@ SCORES = (("avg_acc", "avg accuracy (%)", 100.0), ("inc_acc", "incremental acc (
 def mean_ci(values: Sequence[float | None], scale: float = 1.0) -> str:
     """``"81.20 ± 0.95"``; "n/a" when no value is a number (forgetting of ``joint``: NaN, or
     null once read back from JSON)."""
-    finite = [v for v in values if v is not None and not math.isnan(v)]
-    return format_mean_ci(summarize(finite), 2, scale) if finite else "n/a"
+    return mean_ci_cell(values, 2, scale, missing="n/a")
 
 
 def results_table(learners: Mapping[str, Mapping[str, Sequence[float]]]) -> str:

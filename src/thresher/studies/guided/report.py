@@ -6,13 +6,8 @@ from __future__ import annotations
 
 import math
 
-from thresher.runs.report import comparison_table, format_table
-from thresher.runs.stats import format_mean_ci, paired_test, summarize
-
-
-def _mean_ci(values: list[float], digits: int = 2, scale: float = 1.0) -> str:
-    clean = [v for v in values if v is not None and math.isfinite(v)]
-    return format_mean_ci(summarize(clean), digits, scale) if clean else "-"
+from thresher.runs.report import comparison_table, format_table, mean_ci_cell
+from thresher.runs.stats import paired_test
 
 
 def _by_method(units: list[dict], key: str) -> dict[str, list[float]]:
@@ -51,13 +46,13 @@ def tables(units: list[dict], title: str, search: dict | None) -> str:
         runs = [u for u in units if u["method"] == method]
         rows.append({
             "method": method, "epochs": runs[0]["epochs"],
-            "best val (%)": _mean_ci([u["best_val_acc"] for u in runs], 2, 100.0),
-            "seconds": _mean_ci([u["seconds"] for u in runs], 1),
-            "select fwd": _mean_ci([u["passes"]["select_forward"] for u in runs]),
-            "train fwd+bwd": _mean_ci([u["passes"]["train_backward"] for u in runs]),
-            "compute (epochs)": _mean_ci([u["passes"]["compute"] for u in runs]),
-            "transitions": _mean_ci([u["phases"]["transitions"] for u in runs], 1),
-            "opt state / AdamW": _mean_ci([u["optimizer"].get("vs_adamw", math.nan)
+            "best val (%)": mean_ci_cell([u["best_val_acc"] for u in runs], 2, 100.0),
+            "seconds": mean_ci_cell([u["seconds"] for u in runs], 1),
+            "select fwd": mean_ci_cell([u["passes"]["select_forward"] for u in runs]),
+            "train fwd+bwd": mean_ci_cell([u["passes"]["train_backward"] for u in runs]),
+            "compute (epochs)": mean_ci_cell([u["passes"]["compute"] for u in runs]),
+            "transitions": mean_ci_cell([u["phases"]["transitions"] for u in runs], 1),
+            "opt state / AdamW": mean_ci_cell([u["optimizer"].get("vs_adamw", math.nan)
                                            for u in runs], 3)})
     parts.append("wall time and counted compute (passes in full-epoch units: select forward, "
                  "train forward+backward; compute = (fwd + 2 bwd + select) / 3N, a full "
@@ -76,7 +71,7 @@ def tables(units: list[dict], title: str, search: dict | None) -> str:
         rewards = [e["reward"] for u in policy for e in u["epochs_log"]
                    if e.get("reward") is not None]
         parts.append(f"the policy's learned preferences per phase (mean reward "
-                     f"{_mean_ci(rewards, 3)}):\n" + format_table(pref))
+                     f"{mean_ci_cell(rewards, 3)}):\n" + format_table(pref))
     if search is not None:
         c = search["passes_full_epochs"]
         parts.append("evolved strategies (one-off search cost, not in the table above: "
@@ -94,9 +89,9 @@ def tables(units: list[dict], title: str, search: dict | None) -> str:
 def corruption_table(rows: list[dict]) -> str:
     methods = list(dict.fromkeys(r["method"] for r in rows))
     out = [{"method": m,
-            "clean (%)": _mean_ci([r["clean_accuracy"] for r in rows if r["method"] == m],
+            "clean (%)": mean_ci_cell([r["clean_accuracy"] for r in rows if r["method"] == m],
                                   2, 100.0),
-            "CIFAR-10-C mean (%)": _mean_ci([r["mean_accuracy"] for r in rows
+            "CIFAR-10-C mean (%)": mean_ci_cell([r["mean_accuracy"] for r in rows
                                              if r["method"] == m], 2, 100.0)}
            for m in methods]
     return "CIFAR-10-C (15 corruptions):\n" + format_table(out)
