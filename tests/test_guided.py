@@ -74,11 +74,12 @@ def test_expression_strategy_reads_the_expression_from_state():
 
 
 def test_end_to_end_on_digits_counts_compute_and_resumes(tmp_path, capsys):
-    methods = ["policy", "rs2", "infobatch", "full", "full_equal", "discovered"]
+    methods = ["policy", "rs2", "infobatch", "full", "full_equal", "full_equal_select",
+               "rs2_equal", "discovered"]
     assert _cli(tmp_path, "--methods", *methods, "--runs", "2", "--name", "one") == 0
     out = _results(tmp_path, "one")
     units = out["units"]
-    assert {u["method"] for u in units} == set(methods) and len(units) == 12
+    assert {u["method"] for u in units} == set(methods) and len(units) == 16
     n, epochs = 600, 4
     for u in units:
         for key in ("test_acc", "best_val_acc", "final_val_acc", "seconds", "passes",
@@ -87,21 +88,25 @@ def test_end_to_end_on_digits_counts_compute_and_resumes(tmp_path, capsys):
         assert len(u["val_curve"]) == u["epochs"]
         assert "steps" in u["phases"] and "transitions" in u["phases"]
     rs2 = [u for u in units if u["method"] == "rs2"]
-    for u in rs2:  # budget x epochs x N training rows, less fit's dropped partial batches
-        assert 0.3 * epochs * n - 32 * epochs <= u["cost"]["train_backward"] <= \
-            0.3 * epochs * n
+    for u in rs2:  # budget x N rows each epoch, the last partial batch (180 = 5 x 32 + 20) kept
+        assert u["cost"]["train_backward"] == 180 * epochs
         assert u["cost"]["select_forward"] == 0
     disc = [u for u in units if u["method"] == "discovered"][0]
     assert disc["cost"]["select_forward"] == epochs * n  # one scoring pass per epoch
     assert disc["passes"]["train_backward"] == pytest.approx(rs2[0]["passes"]["train_backward"])
     full = [u for u in units if u["method"] == "full"][0]
     assert full["passes"]["train_backward"] > 3.5
-    for seed in (0, 1):  # full_equal trains as many epochs as the budgeted passes allow
-        budgeted = [u["passes"]["train_backward"] for u in units if u["seed"] == seed
-                    and u["method"] in ("policy", "rs2", "discovered")]
-        eq = next(u for u in units if u["seed"] == seed and u["method"] == "full_equal")
-        assert eq["epochs"] == max(1, round(sum(budgeted) / len(budgeted)))
-        assert eq["epochs"] < epochs
+    # equal compute, by hand: RS2 costs 0.3 x 4 = 1.2 epochs -> full_equal trains 1; a scoring
+    # strategy adds 4 selection passes of 1/3 epoch: 2.53 -> full_equal_select trains 3, and
+    # rs2_equal trains 2.53 / 4 = 63.3% of the rows (380 of 600) every epoch
+    for u in units:
+        want = {"full_equal": 1, "full_equal_select": 3}.get(u["method"], epochs)
+        assert u["epochs"] == want
+        if u["method"] in ("full_equal", "full_equal_select"):
+            assert u["passes"]["compute"] == pytest.approx(want)
+    req = next(u for u in units if u["method"] == "rs2_equal")
+    assert req["cost"]["train_backward"] == 380 * epochs
+    assert req["passes"]["compute"] == pytest.approx(disc["passes"]["compute"], rel=0.01)
     assert rs2[0]["val_curve"] != rs2[1]["val_curve"]  # the seeds change the outcome
     policy = [u for u in units if u["method"] == "policy"]
     for u in policy:

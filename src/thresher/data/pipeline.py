@@ -126,7 +126,9 @@ class BatchLoader:
 
     def epoch(self, rows: torch.Tensor) -> Iterator[Batch]:
         """One epoch over ``rows`` of the dataset only (shuffled when ``shuffle``): what
-        per-epoch subset selection trains on. Rows may repeat (oversampling)."""
+        per-epoch subset selection trains on. Rows may repeat (oversampling). A selection is
+        trained in full: the last partial batch is kept (unless it holds a single row, which
+        batch norm cannot train on), whatever ``drop_last`` says for full epochs."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.data.device)
         if rows.dim() != 1 or len(rows) == 0:
             raise ValueError(f"an epoch needs a non-empty 1-D tensor of row indices, got shape "
@@ -136,10 +138,12 @@ class BatchLoader:
                              f"[{int(rows.min())}, {int(rows.max())}]")
         if self.shuffle:
             rows = rows[torch.randperm(len(rows), device=rows.device, generator=self.generator)]
-        return self._batches(rows)
+        count = len(rows) // self.batch_size + (len(rows) % self.batch_size > 1
+                                                 or len(rows) < self.batch_size)
+        return self._batches(rows, count)
 
-    def _batches(self, order: torch.Tensor) -> Iterator[Batch]:
-        for b in range(self._count(len(order))):
+    def _batches(self, order: torch.Tensor, count: int | None = None) -> Iterator[Batch]:
+        for b in range(self._count(len(order)) if count is None else count):
             yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size])
 
     def batch(self, idx: torch.Tensor) -> Batch:

@@ -5,11 +5,15 @@ training set (the test set is scored only at the end). Every method trains the s
 through the one `fit` loop on the rows an `EpochSelector` picks each epoch (a new pick every
 ``select_every`` epochs); the phase detector watches every run (``after_backward``).
 
-Methods: ``full`` (every row, every epoch), ``full_equal`` (every row for as many epochs as the
-budgeted methods' measured training passes of that seed allow, rounded, the schedule fully
-decayed over them), ``rs2``, ``infobatch``, each fixed strategy alone, ``policy`` (an agent,
-see `agent`, choosing per interval among the fixed strategies and the top evolved
-expressions) and ``discovered`` (the best evolved expression alone). Evolution (`EvolveConfig`)
+Methods: ``full`` (every row, every epoch); the equal-compute controls ``full_equal`` (every
+row for budget x epochs epochs, rounded: RS2's compute) and ``full_equal_select`` (every row
+for as many epochs as a scoring strategy's training plus its selection passes cost, rounded),
+each with the schedule fully decayed over its own epochs, and ``rs2_equal`` (RS2 given a
+scoring strategy's compute as rows); ``rs2``, ``infobatch``, each fixed strategy alone,
+``policy`` (an agent, see `agent`, choosing per interval among the fixed strategies and the
+top evolved expressions), ``policy_random`` (uniform choices among the same actions: what
+the agent must beat) and ``discovered`` (the best evolved expression alone). Every method's
+epochs and budget follow from the config alone, so each unit depends only on its key. Evolution (`EvolveConfig`)
 is a one-off unit per dataset, reproducible from the run's seed; its compute is reported
 apart. Compute is counted in example passes (selection forward, training forward/backward)
 and reported in full-epoch units (passes / N). ``--experiment corruptions`` evaluates every
@@ -46,6 +50,7 @@ from thresher.studies.guided.config import (
     BUDGETED,
     EXPERIMENTS,
     FIXED,
+    FULL,
     PRIMITIVES,
     GuidedConfig,
 )
@@ -92,8 +97,7 @@ def prepare(cfg: GuidedConfig, store: RunStore) -> dict[str, Any]:
         except ValueError as e:
             raise ConfigError(f"budget={cfg.budget}: {e} (the training subset has {n} rows)"
                               ) from None
-        if ("policy" in cfg.methods or "discovered" in cfg.methods) and \
-                cfg.evolve.proxy_train_size > n:
+        if cfg.evolves and cfg.evolve.proxy_train_size > n:
             raise ConfigError(f"evolve.proxy_train_size={cfg.evolve.proxy_train_size} exceeds "
                               f"the {n}-row training subset")
         try:
@@ -130,17 +134,21 @@ def train_method(cfg: GuidedConfig, method: str, dataset: str, data: dict[str, A
     actions = list(FIXED) + [f"discovered:{i}" for i in range(len(discovered))]
     if cfg.policy.startswith("fixed:") and cfg.policy[6:] not in actions:
         actions.append(cfg.policy[6:])  # e.g. fixed:rs2, the policy's floor
-    strategy = {"full": "full", "full_equal": "full", "discovered": "expression",
-                "policy": "rs2"}.get(method, method)
+    strategy = {"full": "full", "full_equal": "full", "full_equal_select": "full",
+                "rs2_equal": "rs2", "discovered": "expression", "policy": "rs2",
+                "policy_random": "rs2"}.get(method, method)
     options: dict[str, Any] = {}
     if method == "discovered":
         if not discovered:
             raise ValueError("discovered needs an evolved expression")
         options["expression"] = discovered[0]["expression"]
-    budget = cfg.budget_value if method in BUDGETED else 1.0
+    budget = 1.0 if method in FULL else equal_compute(cfg, n)["rs2_budget"] \
+        if method == "rs2_equal" else cfg.budget_value
     decisions = -(-recipe.epochs // cfg.select_every)
-    chooser = Chooser(cfg.policy, cfg.bandit, actions, seed, decisions) \
-        if method == "policy" else None
+    chooser = None
+    if method in ("policy", "policy_random"):
+        chooser = Chooser(cfg.policy if method == "policy" else "random", cfg.bandit, actions,
+                          seed, decisions)
     selector = EpochSelector(strategy, train, budget=budget, epochs=recipe.epochs, model=model,
                              normalize=normalize, device=device, seed=seed, options=options,
                              base_loss=None)
@@ -252,22 +260,24 @@ def discover(cfg: GuidedConfig, data: dict[str, Any], device: torch.device,
     """The evolutionary search (see `EvolveConfig`), with its compute."""
     e = cfg.evolve
     train, val = split(data["train"], cfg.train_size, cfg.val_size, seed)
-    proxy = train.stratified(e.proxy_train_size, make_generator(seed, "guided", "proxy"))
+    proxy = train if not e.proxy_train_size or e.proxy_train_size >= len(train) else \
+        train.stratified(e.proxy_train_size, make_generator(seed, "guided", "proxy"))
     n_proxy = len(proxy)
     normalize = Normalize.from_dataset(proxy)
-    recipe = replace(cfg.recipe, epochs=e.proxy_epochs)
+    recipe = replace(cfg.recipe, epochs=e.proxy_epochs, warmup_epochs=0.0)
     set_seed(derive_seed(seed, "guided", "proxy-model"))
     warm = build(data["model"], proxy.num_classes, proxy.in_shape).to(device)
     cost = {"select_forward": 0, "train_forward": 0, "train_backward": 0}
-    if e.warm_epochs:
-        fit(warm, proxy, replace(cfg.recipe, epochs=e.warm_epochs), normalize=normalize,
-            device=device, seed=seed)
+    started = time.perf_counter()
+    if e.warm_epochs:  # mid-training: the study's rate, not yet decayed
+        fit(warm, proxy, replace(cfg.recipe, epochs=e.warm_epochs, schedule="constant"),
+            normalize=normalize, device=device, seed=seed)
         cost["train_forward"] += e.warm_epochs * n_proxy
         cost["train_backward"] += e.warm_epochs * n_proxy
     budget = cfg.budget_value
     if isinstance(budget, int):  # a count of the training subset, as a fraction of the proxy
         budget = min(1.0, budget / len(train))
-    started = time.perf_counter()
+    warm_acc = evaluate(warm, val, normalize=normalize, device=device)["accuracy"]
 
     def fitness(expr) -> float:
         model = copy.deepcopy(warm)
@@ -287,7 +297,7 @@ def discover(cfg: GuidedConfig, data: dict[str, Any], device: torch.device,
     top = [{"expression": to_dict(x), "text": str(x), "fitness": f}
            for x, f in result.top(e.top_k)]
     return {"top": top, "search": result.to_dict(), "seconds": time.perf_counter() - started,
-            "cost": cost, "proxy_rows": n_proxy,
+            "cost": cost, "proxy_rows": n_proxy, "warm_val_acc": warm_acc,
             "passes_full_epochs": {k: v / len(train) for k, v in cost.items()}}
 
 
@@ -316,13 +326,18 @@ def corruption_unit(cfg: GuidedConfig, run: Run, method: str, seed: int,
     return {"method": method, "seed": seed, **summarise(clean, grid)}
 
 
-def _equal_epochs(units: list[dict], n_epochs: int, budget_fraction: float) -> int:
-    """full_equal's epochs: the budgeted methods' mean measured training passes, rounded
-    (InfoBatch, whose kept count ignores the budget, is left out)."""
-    budgeted = [u["passes"]["train_backward"] for u in units
-                if u["method"] in BUDGETED and u["method"] != "infobatch"]
-    passes = sum(budgeted) / len(budgeted) if budgeted else budget_fraction * n_epochs
-    return max(1, round(passes))
+def equal_compute(cfg: GuidedConfig, n: int) -> dict[str, Any]:
+    """The equal-compute controls' settings, from the config alone (compute in full-epoch
+    forward-equivalents, see `_passes`): RS2 trains ``budget x epochs`` epochs' worth of rows;
+    a scoring strategy adds one selection pass (a third of an epoch) per interval.
+    ``full_equal``/``full_equal_select`` get those computes as whole epochs (rounded half
+    up); ``rs2_equal`` gets the scoring strategy's compute as its per-epoch budget."""
+    epochs = cfg.recipe.epochs
+    frac = resolve_budget(cfg.budget_value, n) / n
+    rs2 = frac * epochs
+    scored = rs2 + (-(-epochs // cfg.select_every)) / 3
+    return {"full_equal": max(1, int(rs2 + 0.5)), "full_equal_select": max(1, int(scored + 0.5)),
+            "rs2_budget": min(1.0, scored / epochs)}
 
 
 def run(cfg: GuidedConfig, run: Run, prepared: dict[str, Any]) -> dict:
@@ -331,31 +346,24 @@ def run(cfg: GuidedConfig, run: Run, prepared: dict[str, Any]) -> dict:
     started = time.perf_counter()
     metrics: dict[str, Any] = {}
     texts = []
-    order = [m for m in cfg.methods if m != "full_equal"] + \
-        (["full_equal"] if "full_equal" in cfg.methods else [])
     names = cfg.experiment_names or [cfg.dataset]
     trained: dict[str, list[dict]] = {}
     for dataset, data in prepared["data"].items():
         search = None
-        if "policy" in cfg.methods or "discovered" in cfg.methods:
+        if cfg.evolves:
             search = run.unit(f"{dataset}/evolve", partial(discover, cfg, data, device, cfg.seed))
             log.info("%s: evolved %s", dataset, [t["text"] for t in search["top"]])
         units: list[dict] = []
+        equal = equal_compute(cfg, cfg.train_size or len(data["train"]) - cfg.val_size)
         for seed in for_seeds(cfg):
-            seed_units: list[dict] = []
-            for method in order:
-                epochs = None
-                if method == "full_equal":
-                    n = cfg.train_size or len(data["train"]) - cfg.val_size
-                    frac = resolve_budget(cfg.budget_value, n) / n
-                    epochs = _equal_epochs(seed_units, cfg.recipe.epochs, frac)
+            for method in cfg.methods:
+                epochs = equal.get(method)
                 key = f"{dataset}/seed{seed}/{method}" + (f"/e{epochs}" if epochs else "")
                 unit = run.unit(key, partial(train_method, cfg, method, dataset, data, device,
                                              seed, search["top"] if search else None, epochs,
                                              run))
-                seed_units.append(unit)
+                units.append(unit)
                 log.info("%s %s seed %d: test %.4f", dataset, method, seed, unit["test_acc"])
-            units.extend(seed_units)
         trained[dataset] = units
         # results files: <experiment>_results.json (corruptions trains the cifar10 preset)
         files = [name for name in dict.fromkeys(

@@ -48,7 +48,8 @@ def make_state(observed: dict[str, Any] | None, last: int | None, actions: int,
 
 
 class Chooser:
-    """Picks an action per interval and learns from the reward of the interval before."""
+    """Picks an action per interval and learns from the reward of the interval before
+    (``random`` and ``fixed:<strategy>`` choose without learning: the controls)."""
 
     def __init__(self, policy: str, bandit: str, actions: list[str], seed: int,
                  decisions: int) -> None:
@@ -64,6 +65,7 @@ class Chooser:
                                                        hidden=(32,), lr=3e-3, gamma=0.9),
                                      seed=agent_seed)
         self.fixed = policy[6:] if policy.startswith("fixed:") else None
+        self.rng = torch.Generator().manual_seed(agent_seed)  # the random policy's draws
         self.last: int | None = None
         self.state: torch.Tensor | None = None
         self.diagnostics: list[dict[str, float]] = []
@@ -71,6 +73,8 @@ class Chooser:
     def act(self, state: torch.Tensor) -> int:
         if self.fixed is not None:
             action = self.actions.index(self.fixed) if self.fixed in self.actions else 0
+        elif self.policy == "random":  # the control an agent must beat: uniform choices
+            action = int(torch.randint(len(self.actions), (), generator=self.rng))
         else:
             a = self.agent.act(state if isinstance(self.agent, (LinUCB, ActorCritic))
                                else torch.empty(0))

@@ -22,11 +22,12 @@ EXPERIMENTS = {"cifar10": ("cifar10", "resnet20"), "cifar100": ("cifar100", "res
                "corruptions": ("cifar10", "resnet20")}
 EXPERIMENT_CHOICES = (*EXPERIMENTS, "all")
 FIXED = ("el2n", "grad_norm", "entropy", "margin", "forgetting", "loss", "kcenter")
-BASELINES = ("full", "full_equal", "rs2", "infobatch")
-METHODS = (*BASELINES, *FIXED, "policy", "discovered")
-BUDGETED = tuple(m for m in METHODS if m not in ("full", "full_equal"))
+BASELINES = ("full", "full_equal", "full_equal_select", "rs2", "rs2_equal", "infobatch")
+METHODS = (*BASELINES, *FIXED, "policy", "policy_random", "discovered")
+FULL = ("full", "full_equal", "full_equal_select")  # every row, every epoch they train
+BUDGETED = tuple(m for m in METHODS if m not in FULL)
 PRIMITIVES = ("el2n", "grad_norm", "entropy", "margin", "forgetting", "loss")
-POLICIES = ("bandit", "actor_critic")
+POLICIES = ("bandit", "actor_critic", "random")
 BANDITS = ("linucb", "ucb")
 OPTIMIZERS = ("sgd", "galore")
 AUGMENTS = ("standard", "strong", "cutout", "none")
@@ -41,24 +42,27 @@ def _fit() -> FitConfig:
 @dataclass
 class EvolveConfig:
     """The one-off search for new selection strategies (a unit of its own, seeded by the run's
-    seed). Fitness of an expression: a model is first trained ``warm_epochs`` on a stratified
-    ``proxy_train_size`` subset of the first seed's training split (once, shared by every
-    candidate); each candidate then continues from that model for ``proxy_epochs`` epochs,
-    selecting the study's budget (as a fraction of the proxy set) by the expression every
-    epoch, and scores the validation accuracy. The ``top_k`` best join the policy's actions."""
+    seed). Fitness of an expression: a model is first trained ``warm_epochs`` on the proxy set
+    (the seed's training split, or a stratified ``proxy_train_size`` subset of it) at the
+    study's constant learning rate, once, shared by every candidate: a model in mid-training,
+    where selection matters. Each candidate then continues from it for ``proxy_epochs``
+    epochs, the rate decayed to zero as the study's schedule does, selecting the study's
+    budget by the expression every epoch, and scores the validation accuracy. Every candidate
+    sees the same seed (common random numbers), so the comparison is paired. The ``top_k``
+    best join the policy's actions."""
 
     population: int = 8
     generations: int = 3
     proxy_epochs: int = 3
-    proxy_train_size: int = 1000
-    warm_epochs: int = 1
+    proxy_train_size: int = 0  # 0: the whole training split
+    warm_epochs: int = 5
     max_depth: int = 2
     top_k: int = 2
 
     def validate(self) -> None:
-        for name in ("population", "proxy_epochs", "proxy_train_size", "top_k"):
+        for name in ("population", "proxy_epochs", "top_k"):
             check_positive(f"evolve.{name}", getattr(self, name))
-        for name in ("generations", "warm_epochs", "max_depth"):
+        for name in ("generations", "warm_epochs", "max_depth", "proxy_train_size"):
             check_positive(f"evolve.{name}", getattr(self, name), allow_zero=True)
 
 
@@ -69,7 +73,7 @@ class GuidedConfig(StudyConfig):
     dataset: str | None = None  # set: train on this registered dataset instead of a preset
     model: str | None = None  # set: this registered model (default: the preset's, or mlp)
     methods: list[str] = field(default_factory=lambda: list(METHODS))
-    policy: str = "bandit"  # bandit, actor_critic or fixed:<strategy>
+    policy: str = "bandit"  # bandit, actor_critic, random or fixed:<strategy>
     bandit: str = "linucb"  # linucb (contextual) or ucb
     budget: float = 0.3  # a fraction in (0, 1], or above 1 a row count
     select_every: int = 1  # epochs between selections (and the agent's decisions)
@@ -140,6 +144,12 @@ class GuidedConfig(StudyConfig):
         if self.dataset is not None:
             return []
         return list(EXPERIMENTS) if self.experiment == "all" else [self.experiment]
+
+    @property
+    def evolves(self) -> bool:
+        """Whether a method needs the evolved expressions (the policies' actions include
+        them)."""
+        return any(m in self.methods for m in ("policy", "policy_random", "discovered"))
 
     @property
     def corruptions(self) -> bool:
