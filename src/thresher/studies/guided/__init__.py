@@ -13,12 +13,12 @@ scoring strategy's compute as rows); ``rs2``, ``infobatch``, each fixed strategy
 ``policy`` (an agent, see `agent`, choosing per interval among the fixed strategies and the
 top evolved expressions), ``policy_random`` (uniform choices among the same actions: what
 the agent must beat) and ``discovered`` (the best evolved expression alone). Every method's
-epochs and budget follow from the config alone, so each unit depends only on its key. Evolution (`EvolveConfig`)
-is a one-off unit per dataset, reproducible from the run's seed; its compute is reported
-apart. Compute is counted in example passes (selection forward, training forward/backward)
-and reported in full-epoch units (passes / N). ``--experiment corruptions`` evaluates every
-trained CIFAR-10 model on the 15 CIFAR-10-C corruptions (severities 1, 3, 5) through the
-robustness suite's loaders.
+epochs and budget follow from the config alone, so each unit depends only on its key.
+Evolution (`EvolveConfig`) is a one-off unit per dataset, reproducible from the run's seed;
+its compute is reported apart. Compute is counted in example passes (selection forward,
+training forward/backward) and reported in full-epoch units (passes / N). ``--experiment
+corruptions`` evaluates every trained CIFAR-10 model on the 15 CIFAR-10-C corruptions
+(severities 1, 3, 5) through the robustness suite's loaders.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ from thresher.studies import Flag, Study, register_study
 from thresher.studies.common import check_holdout, for_seeds, holdout, load_data
 from thresher.studies.guided.agent import Chooser, make_state
 from thresher.studies.guided.config import (
-    BUDGETED,
     EXPERIMENTS,
     FIXED,
     FULL,

@@ -25,7 +25,6 @@ FIXED = ("el2n", "grad_norm", "entropy", "margin", "forgetting", "loss", "kcente
 BASELINES = ("full", "full_equal", "full_equal_select", "rs2", "rs2_equal", "infobatch")
 METHODS = (*BASELINES, *FIXED, "policy", "policy_random", "discovered")
 FULL = ("full", "full_equal", "full_equal_select")  # every row, every epoch they train
-BUDGETED = tuple(m for m in METHODS if m not in FULL)
 PRIMITIVES = ("el2n", "grad_norm", "entropy", "margin", "forgetting", "loss")
 POLICIES = ("bandit", "actor_critic", "random")
 BANDITS = ("linucb", "ucb")
