@@ -9,8 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from thresher.data.dataset import ArrayDataset
 from thresher.models import Airbench94, build
 from thresher.models.airbench import AIRBENCH94_RECIPE, init_whitening
+from thresher.train.airbench import (
+    lookahead_decay,
+    lr_factor,
+    train_airbench94,
+    translate,
+    tta_logits,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -172,3 +180,58 @@ def test_a_few_sgd_steps_reduce_the_loss():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.25 * losses[0]
+
+
+# --- the recipe's training loop (thresher.train.airbench) ------------------------------------
+
+def test_recipe_schedules_by_hand():
+    total = 100  # warm-up: int(0.23 * 100) = 23 steps from 0.2x to 1x, then down to 0.07x
+    assert lr_factor(0, total) == pytest.approx(0.2)
+    assert lr_factor(10, total) == pytest.approx(0.2 * 13 / 23 + 10 / 23)
+    assert lr_factor(23, total) == pytest.approx(1.0)
+    assert lr_factor(100, total) == pytest.approx(0.07)
+    assert lr_factor(23 + 77 // 2, total) == pytest.approx(1 - 0.93 * 38 / 77)
+    assert lookahead_decay(0, total) == 0 and lookahead_decay(50, total) == pytest.approx(
+        0.95 ** 5 / 8)
+
+
+def test_translate_crops_each_image_at_its_own_shift():
+    n, pad = 64, 2
+    images = torch.arange(n * 2 * 8 * 8, dtype=torch.float32).view(n, 2, 8, 8)
+    padded = F.pad(images, (pad,) * 4, mode="reflect")
+    out = translate(padded, pad, torch.Generator().manual_seed(0))
+    found = set()
+    for i in range(n):
+        hits = [(dy, dx) for dy in range(5) for dx in range(5)
+                if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
+        assert len(hits) == 1
+        found.add(hits[0])
+    assert len(found) > 15  # the 25 shifts are all in use
+
+
+def _two_colour_task(n: int, seed: int) -> ArrayDataset:
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(2, (n,), generator=g)
+    base = torch.randint(60, 196, (n, 3, 32, 32), generator=g).float()
+    base[:, 0] += 50 * (2 * labels.float() - 1).view(-1, 1, 1)  # red up for class 1, down for 0
+    return ArrayDataset(base.clamp(0, 255).to(torch.uint8), labels, name="colours",
+                        classes=["low", "high"])
+
+
+def test_recipe_learns_and_ends_on_the_lookahead_average():
+    torch.manual_seed(0)
+    model = build("airbench94", 2, (3, 32, 32), widths=(8, 16, 16))
+    recipe = dataclasses.replace(AIRBENCH94_RECIPE, batch_size=64, epochs=3.5,
+                                 whiten_images=256)
+    rows = []
+    out = train_airbench94(model, _two_colour_task(512, 0), recipe,
+                           test=_two_colour_task(256, 1), device=torch.device("cpu"),
+                           on_epoch=rows.append)
+    assert out["steps"] == 28 and [r["epoch"] for r in rows] == [1, 2, 3, 4]  # ceil(8 x 3.5)
+    assert out["test_acc"] > 0.9 and out["tta_test_acc"] > 0.9
+    assert rows[-1]["train_loss"] < rows[0]["train_loss"]
+    assert model.whiten.bias.requires_grad is False  # frozen after 3 epochs
+    x = torch.randn(5, 3, 32, 32)
+    sym = x + x.flip(-1)  # mirror-symmetric inputs: the mirror average changes nothing
+    assert torch.allclose(tta_logits(model, sym, "mirror"), tta_logits(model, sym, "none"),
+                          atol=1e-5)

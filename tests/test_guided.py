@@ -1,10 +1,12 @@
 """`thresher guided`: RL-guided data selection end to end on the bundled digits (errors before
-any run, counted compute, full_equal's epochs, seeds, the policy's record, resume, the
-actor-critic policy, GaLore's optimiser bytes)."""
+any run, counted compute, the equal-compute controls, seeds, the policy's record and its
+random control, resume, the actor-critic policy, GaLore's optimiser bytes, `analyze` merging
+the seeds of separate runs)."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from thresher.runs.config import ConfigError
 from thresher.select.epoch import EPOCH_STRATEGIES, EpochStats, rank_normalize, score_matrix
 from thresher.select.evolve import to_dict, wsum
 from thresher.studies.guided.agent import make_state, state_dim
+from thresher.studies.guided.report import full_data_compute, matching_compute
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -118,9 +121,11 @@ def test_end_to_end_on_digits_counts_compute_and_resumes(tmp_path, capsys):
     assert out["evolution"]["search"]["evaluations"] >= 4
     run_dir = tmp_path / "runs" / "guided" / "one"
     text = (run_dir / "results.txt").read_text()
-    assert "against rs2" in text and "against infobatch" in text
-    assert "the policy" in text and "preferences per phase" in text
-    for fig in ("accuracy", "validation", "phases", "strategies"):
+    assert "Δ vs rs2" in text and "Δ vs rs2_equal" in text and "Δ vs infobatch" in text
+    for base in ("rs2", "rs2_equal", "infobatch"):
+        assert f"policy BEATS {base}" in text or f"policy does NOT beat {base}" in text
+    assert "choices per detected phase" in text and "full-data compute at this acc" in text
+    for fig in ("accuracy", "compute", "validation", "phases", "strategies"):
         assert (run_dir / f"digits_{fig}.png").stat().st_size > 0
 
     stamps = {p.name: (p.stat().st_mtime_ns, p.read_text())
@@ -150,3 +155,44 @@ def test_fixed_policy_uses_its_strategy(tmp_path):
     assert [e["new_selection"] for e in log] == [True, False, True, False]
     assert log[2]["reward"] is not None and log[3]["reward"] is None
     assert policy["passes"]["train_backward"] <= 0.3 * 4
+
+
+def test_full_data_price_curve_by_hand():
+    units = [{"method": m, "seed": 0, "test_acc": acc, "passes": {"compute": c}}
+             for m, acc, c in (("full_equal", 0.5, 1 / 3), ("full_equal_select", 0.6, 2 / 3),
+                               ("full", 0.7, 1.0), ("rs2", 0.55, 0.3))]
+    curve = full_data_compute(units, 10)
+    assert curve == [(0.0, 0.1), (1 / 3, 0.5), (2 / 3, 0.6), (1.0, 0.7)]
+    assert matching_compute(curve, 0.55) == pytest.approx(0.5)  # halfway from 1/3 to 2/3
+    assert matching_compute(curve, 0.3) == pytest.approx(1 / 6)  # halfway from chance to 0.5
+    assert math.isnan(matching_compute(curve, 0.71))  # above plain training's best
+
+
+def test_random_policy_and_analyze_merging_the_seeds_of_separate_runs(tmp_path, capsys):
+    methods = ["rs2", "full", "full_equal", "policy", "policy_random"]
+    for seed in (0, 1):  # as `thresher sweep --seeds 0 1` runs them: one run per seed
+        assert _cli(tmp_path, "--methods", *methods, "--seed", str(seed),
+                    "--name", f"s{seed}") == 0
+    runs = tmp_path / "runs" / "guided"
+    rand = next(u for u in _results(tmp_path, "s1")["units"] if u["method"] == "policy_random")
+    assert rand["agent_diagnostics"] == [] and len(set(rand["strategy_usage"])) > 1
+    assert all(e["strategy"] in rand["actions"] for e in rand["epochs_log"])
+    capsys.readouterr()
+    out = tmp_path / "merged"
+    assert main(["guided", "analyze", str(runs / "s0"), str(runs / "s1"), "--out",
+                 str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "2 seed(s) [0, 1]" in text and "(p=" in text
+    assert "policy BEATS policy_random" in text or "policy does NOT beat policy_random" in text
+    assert "the agent against its random control" in text and "phase detector:" in text
+    merged = json.loads((out / "digits_results.json").read_text())
+    assert sorted((u["method"], u["seed"]) for u in merged["units"]) == sorted(
+        (m, s) for m in methods for s in (0, 1))
+    assert [s["seed"] for s in merged["evolution"]] == [0, 1]
+    assert (out / "results.txt").read_text().strip() == text.strip()
+    for fig in ("accuracy", "compute", "validation", "phases", "strategies"):
+        assert (out / f"digits_{fig}.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="more than one of the folders"):
+        main(["guided", "analyze", str(runs / "s0"), str(runs / "s0")])
+    with pytest.raises(SystemExit, match="holds no <experiment>_results.json"):
+        main(["guided", "analyze", str(tmp_path)])

@@ -45,3 +45,6 @@ def test_closed_form_grad_norm_matches_autograd():
         F.cross_entropy(head(emb[i:i + 1]), y[i:i + 1]).backward()
         full = torch.cat([head.weight.grad.flatten(), head.bias.grad])
         assert torch.allclose(grad_norm(probs, emb, y)[i], full.norm(), atol=1e-5)
+        # a bias-free head (airbench94's): the weights' gradient alone
+        assert torch.allclose(grad_norm(probs, emb, y, bias=False)[i],
+                              head.weight.grad.norm(), atol=1e-5)

@@ -36,14 +36,16 @@ def el2n(probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return (probs - F.one_hot(targets, probs.shape[1]).to(probs.dtype)).norm(dim=1)
 
 
-def grad_norm(probs: torch.Tensor, embeddings: torch.Tensor,
-              targets: torch.Tensor) -> torch.Tensor:
-    """Norm of the cross-entropy gradient w.r.t. the head's weights and bias, in closed form.
+def grad_norm(probs: torch.Tensor, embeddings: torch.Tensor, targets: torch.Tensor,
+              bias: bool = True) -> torch.Tensor:
+    """Norm of the cross-entropy gradient w.r.t. the head's weights (and bias, if it has one),
+    in closed form.
 
     dL/dW = r e^T and dL/db = r with r = p - onehot(y), so the norm is
-    ||r|| * sqrt(||e||^2 + 1) — no per-example backward pass.
+    ||r|| * sqrt(||e||^2 + 1), or ||r|| * ||e|| for a bias-free head — no per-example
+    backward pass.
     """
-    return el2n(probs, targets) * (embeddings.square().sum(1) + 1).sqrt()
+    return el2n(probs, targets) * (embeddings.square().sum(1) + float(bias)).sqrt()
 
 
 # Label-free scores usable on an unlabelled pool, by name.

@@ -75,6 +75,7 @@ class EpochStats:
     record: LossRecord | None = None
     forgetting: ForgettingCounter | None = None
     forward_passes: int = 0
+    head_bias: bool = True  # whether the model's head has a bias (grad_norm's closed form)
 
     @property
     def device(self) -> torch.device:
@@ -96,7 +97,8 @@ def collect_stats(model: nn.Module, data: ArrayDataset, normalize: Normalize | N
     out = predict(model, data, normalize=normalize, batch_size=batch_size, device=device,
                   grad_embed=grad_embed, amp=amp)
     return EpochStats(len(data), out.labels, out.probs, out.losses, out.embeddings,
-                      out.grad_embeddings, record, forgetting, forward_passes=len(data))
+                      out.grad_embeddings, record, forgetting, forward_passes=len(data),
+                      head_bias=out.head_bias)
 
 
 def record_stats(n: int, record: LossRecord | None = None,
@@ -134,7 +136,7 @@ def _el2n(stats: EpochStats) -> torch.Tensor:
 def _grad_norm(stats: EpochStats) -> torch.Tensor:
     """Closed-form norm of the loss gradient w.r.t. the head (no per-example backward)."""
     _need(stats, "grad_norm", "probs", "embeddings", "labels")
-    return grad_norm(stats.probs, stats.embeddings, stats.labels)
+    return grad_norm(stats.probs, stats.embeddings, stats.labels, stats.head_bias)
 
 
 def _entropy(stats: EpochStats) -> torch.Tensor:

@@ -28,6 +28,7 @@ class Outputs:
     labels: torch.Tensor | None  # [N], None when predicted without labels
     losses: torch.Tensor | None  # [N] cross-entropy, None without labels
     grad_embeddings: torch.Tensor | None = None  # [N, K * D], when requested
+    head_bias: bool = True  # whether model.head adds a bias (gradient norms count its term)
 
     @property
     def preds(self) -> torch.Tensor:
@@ -72,4 +73,5 @@ def predict(model: nn.Module, data: ArrayDataset, *, normalize: Normalize | None
     if grad_embed:
         grads = last_layer_grad_embeddings(probs, emb_t, labels if use_labels
                                            else probs.argmax(1))
-    return Outputs(logits_t, probs, emb_t, labels, losses, grads)
+    return Outputs(logits_t, probs, emb_t, labels, losses, grads,
+                   head_bias=getattr(model.head, "bias", None) is not None)

@@ -24,10 +24,13 @@ corruptions`` evaluates every trained CIFAR-10 model on the 15 CIFAR-10-C corrup
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import sys
 import time
 from dataclasses import replace
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -39,11 +42,13 @@ from thresher.data.dataset import ArrayDataset
 from thresher.data.pipeline import Normalize
 from thresher.models import build
 from thresher.runs.config import ConfigError
+from thresher.runs.files import atomic_path, atomic_write, to_json
 from thresher.runs.store import Run, RunStore
+from thresher.runs.sweep import SUMMARY_FILE
 from thresher.seeding import derive_seed, make_generator, set_seed
 from thresher.select.epoch import EpochSelector, resolve_budget
 from thresher.select.evolve import evolve, to_dict
-from thresher.studies import Flag, Study, register_study
+from thresher.studies import Command, Flag, Study, register_study
 from thresher.studies.common import check_holdout, for_seeds, holdout, load_data
 from thresher.studies.guided.agent import Chooser, make_state
 from thresher.studies.guided.config import (
@@ -339,6 +344,22 @@ def equal_compute(cfg: GuidedConfig, n: int) -> dict[str, Any]:
             "rs2_budget": min(1.0, scored / epochs)}
 
 
+def publish(folder: Path, name: str, result: dict[str, Any]) -> str:
+    """``<name>_results.json`` and its figures in ``folder`` (each written atomically); returns
+    the tables. ``result`` holds the dataset, model, class count, searches and units."""
+    atomic_write(folder / f"{name}_results.json", to_json(result))
+    for fname, fig in figures(result["units"]).items():
+        with atomic_path(folder / f"{name}_{fname}.png") as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+    return tables(result["units"], f"{name} ({result['dataset']}, {result['model']})",
+                  result["evolution"], result["num_classes"])
+
+
+def publish_corruptions(folder: Path, rows: list[dict]) -> str:
+    atomic_write(folder / "corruption_results.json", to_json(rows))
+    return corruption_table(rows)
+
+
 def run(cfg: GuidedConfig, run: Run, prepared: dict[str, Any]) -> dict:
     device = prepared["device"]
     run.device = str(device)
@@ -348,10 +369,12 @@ def run(cfg: GuidedConfig, run: Run, prepared: dict[str, Any]) -> dict:
     names = cfg.experiment_names or [cfg.dataset]
     trained: dict[str, list[dict]] = {}
     for dataset, data in prepared["data"].items():
-        search = None
+        searches = []
         if cfg.evolves:
             search = run.unit(f"{dataset}/evolve", partial(discover, cfg, data, device, cfg.seed))
+            searches.append({**search, "seed": cfg.seed})
             log.info("%s: evolved %s", dataset, [t["text"] for t in search["top"]])
+        top = searches[0]["top"] if searches else None
         units: list[dict] = []
         equal = equal_compute(cfg, cfg.train_size or len(data["train"]) - cfg.val_size)
         for seed in for_seeds(cfg):
@@ -359,8 +382,7 @@ def run(cfg: GuidedConfig, run: Run, prepared: dict[str, Any]) -> dict:
                 epochs = equal.get(method)
                 key = f"{dataset}/seed{seed}/{method}" + (f"/e{epochs}" if epochs else "")
                 unit = run.unit(key, partial(train_method, cfg, method, dataset, data, device,
-                                             seed, search["top"] if search else None, epochs,
-                                             run))
+                                             seed, top, epochs, run))
                 units.append(unit)
                 log.info("%s %s seed %d: test %.4f", dataset, method, seed, unit["test_acc"])
         trained[dataset] = units
@@ -369,28 +391,112 @@ def run(cfg: GuidedConfig, run: Run, prepared: dict[str, Any]) -> dict:
             "cifar10" if n == "corruptions" else n for n in names)
             if cfg.dataset is not None or EXPERIMENTS[name][0] == dataset]
         for name in files:
-            out = {"dataset": dataset, "model": data["model"], "methods": cfg.methods,
-                   "budget": cfg.budget, "policy": cfg.policy, "optimizer": cfg.optimizer,
-                   "evolution": search, "units": units}
-            run.save_json(f"{name}_results.json", out)
-            for fname, fig in figures(units).items():
-                run.save_figure(f"{name}_{fname}.png", fig, dpi=100)
-            texts.append(tables(units, f"{name} ({dataset}, {data['model']})", search))
-            metrics[name] = {m: [u["test_acc"] for u in units if u["method"] == m]
-                             for m in cfg.methods}
+            result = {"dataset": dataset, "model": data["model"],
+                      "num_classes": data["train"].num_classes, "methods": cfg.methods,
+                      "budget": cfg.budget, "policy": cfg.policy, "optimizer": cfg.optimizer,
+                      "evolution": searches, "units": units}
+            texts.append(publish(run.dir, name, result))
+            metrics[name] = {m: sum(u["test_acc"] for u in units if u["method"] == m)
+                             / cfg.runs for m in cfg.methods}
     if cfg.corruptions:
         data = prepared["data"]["cifar10"]
         rows = []
         for u in trained["cifar10"]:
             rows.append(run.unit(f"corruptions/seed{u['seed']}/{u['method']}", partial(
                 corruption_unit, cfg, run, u["method"], u["seed"], data, device)))
-        run.save_json("corruption_results.json", rows)
-        texts.append(corruption_table(rows))
-        metrics["corruptions"] = {m: [r["mean_accuracy"] for r in rows if r["method"] == m]
-                                  for m in cfg.methods}
+        texts.append(publish_corruptions(run.dir, rows))
+        metrics["corruptions"] = {m: sum(r["mean_accuracy"] for r in rows if r["method"] == m)
+                                  / cfg.runs for m in cfg.methods}
     run.save_results("\n\n".join(texts))
     metrics["elapsed"] = time.perf_counter() - started
     return metrics
+
+
+def _add_analyze_arguments(parser) -> None:
+    parser.add_argument("dirs", nargs="+", metavar="DIR",
+                        help="guided run folders (e.g. the seeds of one sweep) or a sweep "
+                             "folder (runs/sweeps/NAME); their units are merged by seed")
+    parser.add_argument("--out", default=None,
+                        help="also write the merged <experiment>_results.json, "
+                             "corruption_results.json, figures and results.txt here")
+
+
+def _run_folders(paths: list[str]) -> list[Path]:
+    """Run folders; a sweep folder stands for those of its runs that have written results (a
+    sweep still under way contributes its finished seeds, and says how many it leaves out)."""
+    folders = []
+    for text in paths:
+        folder = Path(text)
+        summary = folder / SUMMARY_FILE
+        if not summary.is_file():
+            folders.append(folder)
+            continue
+        runs = [folder.parent.parent / r["id"] for r in json.loads(summary.read_text())["runs"]]
+        done = [r for r in runs if any(r.glob("*_results.json"))]
+        if len(done) < len(runs):
+            print(f"note: {len(runs) - len(done)} of the sweep's {len(runs)} runs have no "
+                  "results yet; left out", file=sys.stderr)
+        folders += done
+    return folders
+
+
+def merge(folders: list[Path]) -> tuple[dict[str, dict], list[dict]]:
+    """Each results file's units (and searches) merged over ``folders``, and the corruption
+    rows. A (method, seed) met twice is refused: merging must not double-count a seed."""
+    results: dict[str, dict] = {}
+    rows: list[dict] = []
+    for folder in folders:
+        files = sorted(folder.glob("*_results.json")) if folder.is_dir() else []
+        files = [f for f in files if f.name != "corruption_results.json"]
+        if not files:
+            raise SystemExit(f"error: {str(folder)!r} holds no <experiment>_results.json: give "
+                             "finished guided run folders or a sweep folder (see `thresher "
+                             "runs list`, `thresher sweep status`)")
+        for f in files:
+            data = json.loads(f.read_text())
+            name = f.name[:-len("_results.json")]
+            data["evolution"] = [data["evolution"]] if isinstance(data["evolution"], dict) \
+                else data["evolution"] or []
+            if name not in results:
+                results[name] = {**data, "units": [], "evolution": []}
+            merged = results[name]
+            seen = {(u["method"], u["seed"]) for u in merged["units"]}
+            for u in data["units"]:
+                if (u["method"], u["seed"]) in seen:
+                    raise SystemExit(f"error: {u['method']} seed {u['seed']} appears in more "
+                                     f"than one of the folders ({folder}): merge each seed once")
+            merged["units"] += data["units"]
+            merged["evolution"] += data["evolution"]
+        corrupted = folder / "corruption_results.json"
+        if corrupted.is_file():
+            rows += json.loads(corrupted.read_text())
+    for merged in results.values():
+        merged["units"].sort(key=lambda u: u["seed"])
+        merged.setdefault("num_classes", 10 if merged["dataset"] == "cifar10" else
+                          100 if merged["dataset"] == "cifar100" else 0)
+    return results, sorted(rows, key=lambda r: r["seed"])
+
+
+def _analyze(args) -> int:
+    results, rows = merge(_run_folders(args.dirs))
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    texts = []
+    for name, result in results.items():
+        if not result["num_classes"]:
+            raise SystemExit(f"error: {name}_results.json does not say its class count")
+        texts.append(publish(out, name, result) if out is not None else tables(
+            result["units"], f"{name} ({result['dataset']}, {result['model']})",
+            result["evolution"], result["num_classes"]))
+    if rows:
+        texts.append(publish_corruptions(out, rows) if out is not None
+                     else corruption_table(rows))
+    text = "\n\n".join(texts)
+    if out is not None:
+        atomic_write(out / "results.txt", text + "\n")
+    print(text)
+    return 0
 
 
 register_study(Study(
@@ -400,6 +506,11 @@ register_study(Study(
     config=GuidedConfig,
     run=run,
     prepare=prepare,
+    commands=(
+        Command("analyze", "tables of finished guided runs, the seeds of a sweep merged (CIs, "
+                "paired tests, equal-compute verdicts), optionally written out with figures",
+                _add_analyze_arguments, _analyze),
+    ),
     flags=(
         Flag("--experiment", "experiment", "cifar10, cifar100, corruptions or all"),
         Flag("--dataset", "dataset", "train on this dataset instead (see `thresher datasets`)"),

@@ -1,9 +1,14 @@
-"""The study's figures: test accuracy bars with 95% CIs, validation curves, the phase
-detector's transitions on a timeline and the strategy usage per method."""
+"""The study's figures: test accuracy bars with 95% CIs, test accuracy against counted compute
+and against wall-clock seconds (the full-data runs joined as plain training's price curve),
+validation curves, the phase detector's transitions on a timeline and the strategy usage per
+method."""
 
 from __future__ import annotations
 
 from thresher.runs.plots import figure, mean_ci_band, mean_ci_bars
+from thresher.runs.stats import summarize
+
+FULL_CURVE = ("full_equal", "full_equal_select", "full")
 
 
 def figures(units: list[dict]) -> dict:
@@ -17,6 +22,28 @@ def figures(units: list[dict]) -> dict:
     ax.tick_params(axis="x", labelrotation=45)
     fig.tight_layout()
     out["accuracy"] = fig
+
+    fig, axes = figure(1, 2, (11.0, 4.2))
+    for ax, (x_key, x_label) in zip(axes[0], (
+            ("compute", "compute (full-epoch forward-equivalents, selection included)"),
+            ("seconds", "wall-clock seconds of training"))):
+        points = {}
+        for i, m in enumerate(methods):
+            runs = [u for u in units if u["method"] == m]
+            xs = [u["passes"]["compute"] if x_key == "compute" else u["seconds"] for u in runs]
+            acc = summarize([100 * u["test_acc"] for u in runs])
+            x = sum(xs) / len(xs)
+            points[m] = (x, acc.mean)
+            ax.errorbar([x], [acc.mean], yerr=[0.0 if acc.n < 2 else acc.ci95], fmt="o",
+                        ms=4, capsize=2, color=f"C{i % 10}", label=m)
+        line = sorted(points[m] for m in FULL_CURVE if m in points)
+        if len(line) > 1:
+            ax.plot(*zip(*line), color="0.5", lw=0.8, ls="--", zorder=0)
+        ax.set_xlabel(x_label)
+        ax.set_ylabel("test accuracy (%)")
+    axes[0, 1].legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    out["compute"] = fig
 
     fig, axes = figure(1, 1, (6.0, 3.6))
     ax = axes[0, 0]
