@@ -196,3 +196,48 @@ def test_random_policy_and_analyze_merging_the_seeds_of_separate_runs(tmp_path, 
         main(["guided", "analyze", str(runs / "s0"), str(runs / "s0")])
     with pytest.raises(SystemExit, match="holds no <experiment>_results.json"):
         main(["guided", "analyze", str(tmp_path)])
+
+
+def _write_cifar100(folder: Path, n_train: int, n_test: int) -> dict[str, str]:
+    """Small files in the official CIFAR-100 python format (pickled dicts of uint8 rows, fine
+    and coarse labels, and a meta file); returns their MD5s."""
+    import hashlib
+    import pickle
+
+    import numpy as np
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True)
+    sums = {}
+    for name, n in (("train", n_train), ("test", n_test)):
+        fine = [i % 100 for i in range(n)]
+        blob = pickle.dumps({"filenames": [f"{i}.png" for i in range(n)],
+                             "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                             "fine_labels": fine, "coarse_labels": [f // 5 for f in fine]},
+                            protocol=2)
+        (folder / name).write_bytes(blob)
+        sums[f"cifar-100-python/{name}"] = hashlib.md5(blob).hexdigest()
+    meta = pickle.dumps({"fine_label_names": [f"class{i:02d}" for i in range(100)],
+                         "coarse_label_names": [f"super{i:02d}" for i in range(20)]})
+    (folder / "meta").write_bytes(meta)
+    sums["cifar-100-python/meta"] = hashlib.md5(meta).hexdigest()
+    return sums
+
+
+def test_cifar100_experiment_reads_the_official_format(tmp_path, monkeypatch):
+    """CIFAR-100 is not bundled: its experiment runs from the official python files wherever
+    they are present (small ones here, their checksums registered in place of the real
+    files')."""
+    from thresher.data import fetch
+    sums = _write_cifar100(tmp_path / "data" / "cifar-100-python", 500, 200)
+    for name, md5 in sums.items():
+        monkeypatch.setitem(fetch.CIFAR_MD5, name, md5)
+    assert main(["guided", "--experiment", "cifar100", "--data-dir", str(tmp_path / "data"),
+                 "--runs-dir", str(tmp_path / "runs"), "--threads", "1", "--runs", "1",
+                 "--methods", "rs2", "full", "--epochs", "1", "--train-size", "300",
+                 "--set", "val_size=100", "--name", "c100"]) == 0
+    out = json.loads((tmp_path / "runs" / "guided" / "c100" / "cifar100_results.json"
+                      ).read_text())
+    assert out["model"] == "resnet32" and out["num_classes"] == 100
+    assert {u["method"]: u["train_rows"] for u in out["units"]} == {"rs2": 300, "full": 300}
+    rs2 = next(u for u in out["units"] if u["method"] == "rs2")
+    assert rs2["cost"]["train_backward"] == 90  # 30% of 300 rows, one epoch
