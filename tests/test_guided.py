@@ -118,7 +118,7 @@ def test_end_to_end_on_digits_counts_compute_and_resumes(tmp_path, capsys):
         assert log[0]["reward"] is None and all(e["reward"] is not None for e in log[1:])
         assert "final_reward" in log[-1] and all("phase" in e for e in log)
         assert any(a.startswith("discovered:") for a in u["actions"])
-    assert out["evolution"]["search"]["evaluations"] >= 4
+    assert out["evolution"][0]["search"]["evaluations"] >= 4
     run_dir = tmp_path / "runs" / "guided" / "one"
     text = (run_dir / "results.txt").read_text()
     assert "Δ vs rs2" in text and "Δ vs rs2_equal" in text and "Δ vs infobatch" in text
@@ -171,7 +171,7 @@ def test_full_data_price_curve_by_hand():
 def test_random_policy_and_analyze_merging_the_seeds_of_separate_runs(tmp_path, capsys):
     methods = ["rs2", "full", "full_equal", "policy", "policy_random"]
     for seed in (0, 1):  # as `thresher sweep --seeds 0 1` runs them: one run per seed
-        assert _cli(tmp_path, "--methods", *methods, "--seed", str(seed),
+        assert _cli(tmp_path, "--methods", *methods, "--seed", str(seed), "--runs", "1",
                     "--name", f"s{seed}") == 0
     runs = tmp_path / "runs" / "guided"
     rand = next(u for u in _results(tmp_path, "s1")["units"] if u["method"] == "policy_random")

@@ -127,8 +127,10 @@ class BatchLoader:
     def epoch(self, rows: torch.Tensor) -> Iterator[Batch]:
         """One epoch over ``rows`` of the dataset only (shuffled when ``shuffle``): what
         per-epoch subset selection trains on. Rows may repeat (oversampling). A selection is
-        trained in full: the last partial batch is kept (unless it holds a single row, which
-        batch norm cannot train on), whatever ``drop_last`` says for full epochs."""
+        trained in full, in ``ceil(len(rows) / batch_size)`` batches of near-equal size (they
+        differ by at most one row), whatever ``drop_last`` says for full epochs: no row is
+        dropped and no step sees a tail of a few rows (whose noisy gradient and batch-norm
+        statistics cost accuracy)."""
         rows = torch.as_tensor(rows, dtype=torch.long, device=self.data.device)
         if rows.dim() != 1 or len(rows) == 0:
             raise ValueError(f"an epoch needs a non-empty 1-D tensor of row indices, got shape "
@@ -138,12 +140,12 @@ class BatchLoader:
                              f"[{int(rows.min())}, {int(rows.max())}]")
         if self.shuffle:
             rows = rows[torch.randperm(len(rows), device=rows.device, generator=self.generator)]
-        count = len(rows) // self.batch_size + (len(rows) % self.batch_size > 1
-                                                 or len(rows) < self.batch_size)
-        return self._batches(rows, count)
+        count = -(-len(rows) // self.batch_size)
+        bounds = [len(rows) * b // count for b in range(count + 1)]
+        return (self.batch(rows[lo:hi]) for lo, hi in zip(bounds, bounds[1:]))
 
-    def _batches(self, order: torch.Tensor, count: int | None = None) -> Iterator[Batch]:
-        for b in range(self._count(len(order)) if count is None else count):
+    def _batches(self, order: torch.Tensor) -> Iterator[Batch]:
+        for b in range(self._count(len(order))):
             yield self.batch(order[b * self.batch_size:(b + 1) * self.batch_size])
 
     def batch(self, idx: torch.Tensor) -> Batch:

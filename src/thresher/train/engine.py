@@ -266,8 +266,9 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
             else:
                 scaler.step(optimizer)
             scaler.update()
-            scheduler.step()
-            scheduled += 1
+            if scheduled < epoch * per_epoch:  # a subset epoch of more steps holds the rate
+                scheduler.step()
+                scheduled += 1
             if not skip:
                 if after_step is not None:
                     after_step(Step(epoch, steps, batch, output.detach(), losses.detach(),
@@ -280,7 +281,7 @@ def fit(model: nn.Module, train: ArrayDataset, cfg: FitConfig, *,
             bar.update()
         for _ in range(scheduled, epoch * per_epoch):  # a subset epoch: the schedule keeps pace
             scheduler.step()
-        scheduled = max(scheduled, epoch * per_epoch)
+        scheduled = epoch * per_epoch
         row = {"epoch": epoch, "train_loss": loss_sum.item() / max(seen, 1),
                "train_acc": hits.item() / max(seen, 1), "lr": optimizer.param_groups[0]["lr"],
                "seconds": time.perf_counter() - start}
