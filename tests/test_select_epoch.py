@@ -16,6 +16,7 @@ from thresher.select.epoch import (
     EpochStats,
     needs_inference,
     pick,
+    quotas,
     rank_normalize,
     record_stats,
     score_matrix,
@@ -354,3 +355,25 @@ def test_an_agent_switches_strategies_per_epoch_and_weights_need_the_loss_seam(d
     with pytest.raises(RuntimeError, match="fit\\(loss_fn=selector.loss_fn\\)"):
         fit(model, digits, cfg, device=CPU, before_epoch=selector.before_epoch,
             after_step=selector.after_step)
+
+
+def test_class_balanced_pick_by_hand():
+    labels = torch.tensor([0] * 10 + [1] * 6 + [2] * 4)
+    scores = torch.cat([100 + torch.arange(10.0), torch.arange(6.0), torch.arange(4.0)])
+    g = torch.Generator().manual_seed(0)
+    assert quotas(torch.tensor([10, 6, 4]), 10, g).tolist() == [5, 3, 2]
+    assert quotas(torch.tensor([10, 6, 4]), 7, g).tolist() == [4, 2, 1]  # 3.5 2.1 1.4: +1 to .5
+    assert set(pick(scores, 10, g).tolist()) == set(range(10))  # global top-k: class 0 only
+    chosen = pick(scores, 10, g, labels=labels)
+    assert sorted(chosen.tolist()) == [5, 6, 7, 8, 9, 13, 14, 15, 18, 19]  # each class's top
+    drawn = pick(scores, 10, g, "proportional", 1.0, labels)
+    assert torch.bincount(labels[drawn], minlength=3).tolist() == [5, 3, 2]
+    assert len(set(drawn.tolist())) == 10
+    # the strategies take it from the state, record-only ones (forgetting) included
+    counter = ForgettingCounter(20)
+    stats = EpochStats(20, labels=labels, forgetting=counter)
+    sel = EPOCH_STRATEGIES["forgetting"](stats, 10, g, {"balance": True})
+    assert torch.bincount(labels[sel.indices], minlength=3).tolist() == [5, 3, 2]
+    with pytest.raises(ValueError, match="needs the stats' labels"):
+        EPOCH_STRATEGIES["forgetting"](EpochStats(20, forgetting=counter), 10, g,
+                                       {"balance": True})

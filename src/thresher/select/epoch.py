@@ -10,9 +10,10 @@ agent choose *which strategy* picks it, so every strategy here has one signature
   (`LossRecord`, `ForgettingCounter`). Strategies that read only the records cost no pass.
 - ``budget``: rows to return (``full`` and ``infobatch`` ignore it).
 - ``generator``: every random draw, so a seeded run is reproducible; it also breaks ties.
-- ``state``: a dict carried across epochs: options (``sampling``, ``power``, ``weights``,
-  ``clusters``, ``prune_ratio``, ``delta``, ``loss_source``), the epoch index and the total
-  epochs (``epoch``, ``epochs``; InfoBatch needs them), and strategy memory (RS2's queue).
+- ``state``: a dict carried across epochs: options (``sampling``, ``power``, ``balance``,
+  ``weights``, ``clusters``, ``prune_ratio``, ``delta``, ``loss_source``), the epoch index
+  and the total epochs (``epoch``, ``epochs``; InfoBatch needs them), and strategy memory
+  (RS2's queue).
 
 The simple baselines are strong and implemented as their papers do: RS2 (Okanovic et al.
 2024, a fresh random subset each epoch, without replacement across epochs) and InfoBatch
@@ -237,11 +238,37 @@ def weighted_sample(weights: torch.Tensor, budget: int,
     return top_budget(u.clamp_min(1e-300).log() / w, budget, generator)
 
 
+def quotas(sizes: torch.Tensor, budget: int, generator: torch.Generator) -> torch.Tensor:
+    """``budget`` split over groups in proportion to their ``sizes`` (largest remainders,
+    ties at random); a group never gets more than its size."""
+    n = int(sizes.sum())
+    quota, remainder = (budget * sizes) // n, (budget * sizes) % n
+    short = budget - int(quota.sum())
+    if short:  # fewer than the groups; only those with a positive remainder can be picked
+        quota[top_budget(remainder.double(), short, generator)] += 1
+    return quota
+
+
 def pick(scores: torch.Tensor, budget: int, generator: torch.Generator,
-         sampling: str = "top", power: float = 1.0) -> torch.Tensor:
+         sampling: str = "top", power: float = 1.0,
+         labels: torch.Tensor | None = None) -> torch.Tensor:
     """``top``: the highest ``budget`` scores; ``proportional``: a draw without replacement
     with probability proportional to percentile(score) ** power (by rank, so heavy-tailed
-    losses and infinite forgetting counts cannot swamp it)."""
+    losses and infinite forgetting counts cannot swamp it).
+
+    With ``labels`` the pick is class-balanced: each class gets the budget's share of its own
+    rows (`quotas`) and the rule runs within it. A global top-k of hardness scores can drop a
+    whole class (every row of the class the model currently over-predicts scores low), and
+    training then swings from class to class."""
+    if labels is not None:
+        labels = labels.to(scores.device)
+        sizes = torch.bincount(labels.cpu())
+        share = quotas(sizes, budget, generator)
+        parts = []
+        for c in torch.nonzero(share).flatten().tolist():
+            rows = torch.nonzero(labels == c).flatten()
+            parts.append(rows[pick(scores[rows], int(share[c]), generator, sampling, power)])
+        return torch.cat(parts)
     if sampling == "top":
         return top_budget(scores, budget, generator)
     if sampling == "proportional":
@@ -344,17 +371,27 @@ def _rs2(stats: EpochStats, budget: int, generator: torch.Generator,
     return Selection(take.to(stats.device))
 
 
+def _balance(stats: EpochStats, state: dict[str, Any]) -> torch.Tensor | None:
+    """The labels a class-balanced pick needs, when ``state['balance']`` asks for one."""
+    if not state.get("balance", False):
+        return None
+    if stats.labels is None:
+        raise ValueError("a class-balanced pick (state['balance']) needs the stats' labels")
+    return stats.labels
+
+
 def _score_strategy(name: str, default_sampling: str = "top") -> EpochStrategy:
     def strategy(stats: EpochStats, budget: int, generator: torch.Generator,
                  state: dict[str, Any]) -> Selection:
         scores = EPOCH_SCORES[name](stats)
         sampling = state.get("sampling", default_sampling)
         power = state.get("power", 1.0)
-        chosen = pick(scores, budget, generator, sampling, power)
+        chosen = pick(scores, budget, generator, sampling, power, _balance(stats, state))
         cost = 0 if name in RECORD_SCORES else stats.forward_passes
         return Selection(chosen.to(stats.device), None, cost)
     strategy.__doc__ = (f"The top-`budget` rows by {name} (state['sampling'] = 'proportional' "
-                        "draws in proportion to its percentile ** state['power']).")
+                        "draws in proportion to its percentile ** state['power']; "
+                        "state['balance'] picks within each class).")
     return strategy
 
 
@@ -376,7 +413,8 @@ def _loss_strategy(stats: EpochStats, budget: int, generator: torch.Generator,
     """
     check_budget(budget, stats.n)
     beta = state.get("beta", stats.n / budget - 1)
-    chosen = pick(_loss(stats), budget, generator, "proportional", beta)
+    chosen = pick(_loss(stats), budget, generator, "proportional", beta,
+                  _balance(stats, state))
     return Selection(chosen.to(stats.device), None, stats.forward_passes)
 
 
@@ -406,10 +444,7 @@ def _kmeans(stats: EpochStats, budget: int, generator: torch.Generator,
                                                                        KMEANS_ITERS)))
     assign = result.assign.cpu()
     sizes = torch.bincount(assign, minlength=k)
-    quota, remainder = (budget * sizes) // n, (budget * sizes) % n
-    short = budget - int(quota.sum())
-    if short:  # fewer than k; only clusters with a positive remainder can be picked
-        quota[top_budget(remainder.double(), short, generator)] += 1
+    quota = quotas(sizes, budget, generator)
     perm = torch.randperm(n, generator=generator)
     order = perm[torch.argsort(assign[perm], stable=True)]  # grouped by cluster, random within
     grouped = assign[order]
@@ -481,7 +516,7 @@ def _hybrid(stats: EpochStats, budget: int, generator: torch.Generator,
     total = sum(abs(float(w)) for w in weights.values())
     combined = sum(float(w) / total * scores[name] for name, w in weights.items())
     chosen = pick(combined, budget, generator, state.get("sampling", "top"),
-                  state.get("power", 1.0))
+                  state.get("power", 1.0), _balance(stats, state))
     cost = stats.forward_passes if any(n not in RECORD_SCORES for n in weights) else 0
     return Selection(chosen.to(stats.device), None, cost)
 
@@ -501,7 +536,7 @@ def _expression(stats: EpochStats, budget: int, generator: torch.Generator,
     expr = from_dict(state["expression"])
     scores = score_matrix(stats, sorted(set(leaves(expr))))
     chosen = pick(evaluate(expr, scores), budget, generator, state.get("sampling", "top"),
-                  state.get("power", 1.0))
+                  state.get("power", 1.0), _balance(stats, state))
     return Selection(chosen.to(stats.device), None, stats.forward_passes)
 
 
@@ -520,9 +555,8 @@ class EpochSelector:
     ``cost`` counts example passes: ``select_forward`` (inference passes spent selecting),
     ``train_forward`` and ``train_backward``. ``history`` has one row per epoch. Pass the
     ``normalize`` given to `fit` (default: the training set's statistics, as `fit` computes)
-    and, with label smoothing, ``base_loss=cross_entropy(cfg.label_smoothing)``. Note that
-    `fit` drops the last partial batch when the full training set exceeds one batch, so an
-    epoch may train on up to ``batch_size - 1`` fewer rows than were selected.
+    and, with label smoothing, ``base_loss=cross_entropy(cfg.label_smoothing)``. `fit`
+    trains every selected row (in near-equal batches).
     """
 
     def __init__(self, strategy: str, train: ArrayDataset, *, budget: int | float,
@@ -573,7 +607,9 @@ class EpochSelector:
     def stats(self, name: str) -> EpochStats:
         """What strategy ``name`` reads this epoch: a pass only when it needs one."""
         if not needs_inference(name, self.state):
-            return record_stats(self.n, self.record, self.forgetting)
+            stats = record_stats(self.n, self.record, self.forgetting)
+            stats.labels = self.train.labels.to(self.record.device)
+            return stats
         if self.model is None:
             raise ValueError(f"epoch strategy {name!r} scores the training set with the model: "
                              "give EpochSelector(model=...)")

@@ -141,7 +141,7 @@ def train_method(cfg: GuidedConfig, method: str, dataset: str, data: dict[str, A
     strategy = {"full": "full", "full_equal": "full", "full_equal_select": "full",
                 "rs2_equal": "rs2", "discovered": "expression", "policy": "rs2",
                 "policy_random": "rs2"}.get(method, method)
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = dict(cfg.selection)
     if method == "discovered":
         if not discovered:
             raise ValueError("discovered needs an evolved expression")
@@ -287,7 +287,7 @@ def discover(cfg: GuidedConfig, data: dict[str, Any], device: torch.device,
         model = copy.deepcopy(warm)
         selector = EpochSelector("expression", proxy, budget=budget, epochs=e.proxy_epochs,
                                  model=model, normalize=normalize, device=device, seed=seed,
-                                 options={"expression": to_dict(expr)})
+                                 options={**cfg.selection, "expression": to_dict(expr)})
         fit(model, proxy, recipe, normalize=normalize, device=device, seed=seed,
             **selector.hooks())
         for k in cost:

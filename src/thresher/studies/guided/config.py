@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from thresher.runs.config import ConfigError, check_choice, check_positive
-from thresher.select.epoch import EPOCH_STRATEGIES
+from thresher.select.epoch import EPOCH_STRATEGIES, SAMPLINGS
 from thresher.studies.common import StudyConfig, check_dataset_and_model
 from thresher.train import FitConfig
 from thresher.train.phases import PhaseConfig
@@ -31,6 +31,8 @@ BANDITS = ("linucb", "ucb")
 OPTIMIZERS = ("sgd", "galore")
 AUGMENTS = ("standard", "strong", "cutout", "none")
 CORRUPTION_SEVERITIES = (1, 3, 5)
+SELECTION_OPTIONS = ("balance", "sampling", "power", "clusters", "prune_ratio", "delta",
+                     "beta", "loss_source")
 
 
 def _fit() -> FitConfig:
@@ -76,6 +78,8 @@ class GuidedConfig(StudyConfig):
     bandit: str = "linucb"  # linucb (contextual) or ucb
     budget: float = 0.3  # a fraction in (0, 1], or above 1 a row count
     select_every: int = 1  # epochs between selections (and the agent's decisions)
+    selection: dict[str, Any] = field(default_factory=dict)  # EpochSelector options, e.g.
+    #   {balance: true} (class-balanced picks) or {sampling: proportional, power: 2}
     train_size: int = 5000  # stratified training subset per seed (0: all but validation)
     val_size: int = 1000  # stratified validation rows carved from train, disjoint
     augment: str | None = None  # standard, strong, cutout, none (None: fit.augment)
@@ -115,6 +119,12 @@ class GuidedConfig(StudyConfig):
         for name in ("select_every", "val_size", "phase_every", "reward_scale"):
             check_positive(name, getattr(self, name))
         check_positive("train_size", self.train_size, allow_zero=True)
+        unknown = set(self.selection) - set(SELECTION_OPTIONS)
+        if unknown:
+            raise ConfigError(f"selection has unknown option(s) {sorted(unknown)}: choose from "
+                              f"{', '.join(SELECTION_OPTIONS)}")
+        if "sampling" in self.selection:
+            check_choice("selection.sampling", self.selection["sampling"], SAMPLINGS)
         check_positive("corruption_limit", self.corruption_limit, allow_zero=True)
         for severity in self.corruption_severities:
             check_choice("corruption_severities", severity, [1, 2, 3, 4, 5])
