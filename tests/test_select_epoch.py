@@ -237,6 +237,13 @@ def test_loss_strategy_favours_high_losses():
         counts[run("loss", stats, 10, seed, loss_source="record").indices] += 1
     assert counts[-10:].sum() > 4 * counts[:10].sum()  # beta = 100/10 - 1 = 9
     assert needs_inference("loss") and not needs_inference("loss", {"loss_source": "record"})
+    # an evolved expression pays for a pass only when a leaf needs one
+    only_records = {"expression": {"op": "min", "args": [{"leaf": "forgetting"},
+                                                          {"leaf": "loss"}]}}
+    assert needs_inference("expression", OPTIONS["expression"])
+    assert needs_inference("expression", only_records)
+    assert not needs_inference("expression", {**only_records, "loss_source": "record"})
+    assert not needs_inference("expression", {"expression": {"leaf": "forgetting"}})
 
 
 @pytest.mark.parametrize("name", ["el2n", "grad_norm", "entropy", "margin", "forgetting"])

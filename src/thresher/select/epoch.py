@@ -303,6 +303,8 @@ def needs_inference(name: str, state: dict[str, Any] | None = None) -> bool:
     state = state or {}
     if name == "hybrid":
         return any(_score_needs_pass(s, state) for s in _hybrid_weights(state))
+    if name == "expression" and "expression" in state:  # record scores alone cost no pass
+        return any(_score_needs_pass(s, state) for s in leaves(from_dict(state["expression"])))
     if name == "loss":
         return _score_needs_pass("loss", state)
     return _INFERENCE[name]
