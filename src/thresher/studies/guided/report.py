@@ -113,7 +113,8 @@ def phase_summary(units: list[dict]) -> str:
     events = [(u, e) for u in units for e in u["phases"]["events"]]
     runs_with = sum(1 for u in units if u["phases"]["transitions"])
     triggers = Counter(e["trigger"] for _, e in events)
-    labels = Counter(f"{e['label_before']}->{e['label_after']}" for _, e in events)
+    labels = Counter(f"{e['label_before']}->{e['label_after'] or 'run ended'}"
+                     for _, e in events)
     steps = [e["step"] / max(1, u["phases"]["observations"]) for u, e in events]
     where = ", ".join(f"{s:.2f}" for s in sorted(steps)[:12]) + (" ..." if len(steps) > 12
                                                                  else "")
