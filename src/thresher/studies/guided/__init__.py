@@ -306,8 +306,12 @@ def discover(cfg: GuidedConfig, data: dict[str, Any], device: torch.device,
 
 
 def corruption_unit(cfg: GuidedConfig, run: Run, method: str, seed: int,
-                    data: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    """A trained CIFAR-10 model on the 15 CIFAR-10-C corruptions at cfg's severities."""
+                    data: dict[str, Any], device: torch.device,
+                    cells: dict[tuple[str, int], ArrayDataset]) -> dict[str, Any]:
+    """A trained CIFAR-10 model on the 15 CIFAR-10-C corruptions at cfg's severities.
+    ``cells`` keeps the corrupted test sets the run has made, so every model of the run is
+    scored on the same images and each cell is made once (it depends on the run's seed
+    only)."""
     test = data["test"]
     rows = None
     if 0 < cfg.corruption_limit < len(test):
@@ -323,8 +327,11 @@ def corruption_unit(cfg: GuidedConfig, run: Run, method: str, seed: int,
     for name in BENCHMARK:
         grid[name] = {}
         for severity in cfg.corruption_severities:
-            cell = load_corrupted("cifar10", name, severity, "test", cfg.data_dir,
-                                  seed=cfg.seed, clean=test, rows=rows)
+            if (name, severity) not in cells:
+                cells[name, severity] = load_corrupted("cifar10", name, severity, "test",
+                                                       cfg.data_dir, seed=cfg.seed, clean=test,
+                                                       rows=rows)
+            cell = cells[name, severity]
             grid[name][severity] = evaluate(model, cell, normalize=normalize,
                                             device=device)["accuracy"]
     return {"method": method, "seed": seed, **summarise(clean, grid)}
@@ -400,10 +407,10 @@ def run(cfg: GuidedConfig, run: Run, prepared: dict[str, Any]) -> dict:
                              / cfg.runs for m in cfg.methods}
     if cfg.corruptions:
         data = prepared["data"]["cifar10"]
-        rows = []
+        rows, cells = [], {}
         for u in trained["cifar10"]:
             rows.append(run.unit(f"corruptions/seed{u['seed']}/{u['method']}", partial(
-                corruption_unit, cfg, run, u["method"], u["seed"], data, device)))
+                corruption_unit, cfg, run, u["method"], u["seed"], data, device, cells)))
         texts.append(publish_corruptions(run.dir, rows))
         metrics["corruptions"] = {m: sum(r["mean_accuracy"] for r in rows if r["method"] == m)
                                   / cfg.runs for m in cfg.methods}
