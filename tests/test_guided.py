@@ -241,3 +241,65 @@ def test_cifar100_experiment_reads_the_official_format(tmp_path, monkeypatch):
     assert {u["method"]: u["train_rows"] for u in out["units"]} == {"rs2": 300, "full": 300}
     rs2 = next(u for u in out["units"] if u["method"] == "rs2")
     assert rs2["cost"]["train_backward"] == 90  # 30% of 300 rows, one epoch
+
+
+def _write_cifar10(folder: Path, per_batch: int, n_test: int) -> dict[str, str]:
+    """Small files in the official CIFAR-10 python format (five training batches, a test
+    batch, batches.meta); returns their MD5s."""
+    import hashlib
+    import pickle
+
+    import numpy as np
+    rng = np.random.default_rng(1)
+    folder.mkdir(parents=True)
+    sums = {}
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        n = n_test if name == "test_batch" else per_batch
+        labels = [i % 10 for i in range(n)]
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        data[:, :1024] = (np.array(labels)[:, None] * 25).astype(np.uint8)  # red = the class
+        blob = pickle.dumps({"data": data, "labels": labels}, protocol=2)
+        (folder / name).write_bytes(blob)
+        sums[f"cifar-10-batches-py/{name}"] = hashlib.md5(blob).hexdigest()
+    meta = pickle.dumps({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog",
+                                         "frog", "horse", "ship", "truck"]})
+    (folder / "batches.meta").write_bytes(meta)
+    sums["cifar-10-batches-py/batches.meta"] = hashlib.md5(meta).hexdigest()
+    return sums
+
+
+def test_corruptions_experiment_scores_every_model_on_cifar10c(tmp_path, monkeypatch, capsys):
+    """The CIFAR-10-C evaluation end to end on small official-format CIFAR-10 files (frost's
+    photographs replaced by random textures of the same names)."""
+    from PIL import Image
+
+    from thresher.data import fetch
+    from thresher.data.corrupt.weather import FROST_FILES
+    for name, md5 in _write_cifar10(tmp_path / "data" / "cifar-10-batches-py", 100, 60).items():
+        monkeypatch.setitem(fetch.CIFAR_MD5, name, md5)
+    frost = tmp_path / "frost"
+    frost.mkdir()
+    g = torch.Generator().manual_seed(0)
+    for name in FROST_FILES:
+        pixels = torch.randint(0, 256, (200, 200, 3), generator=g, dtype=torch.uint8)
+        Image.fromarray(pixels.numpy()).save(frost / name)
+    monkeypatch.setenv("THRESHER_FROST_DIR", str(frost))
+    assert main(["guided", "--experiment", "corruptions", "--data-dir", str(tmp_path / "data"),
+                 "--runs-dir", str(tmp_path / "runs"), "--threads", "1", "--runs", "1",
+                 "--methods", "rs2", "full", "--epochs", "1", "--train-size", "300",
+                 "--set", "val_size=100", "--set", "corruption_limit=20",
+                 "--set", "corruption_severities=[1, 5]", "--name", "c10c"]) == 0
+    folder = tmp_path / "runs" / "guided" / "c10c"
+    rows = json.loads((folder / "corruption_results.json").read_text())
+    assert sorted(r["method"] for r in rows) == ["full", "rs2"]
+    for r in rows:
+        assert len(r["accuracy"]) == 15
+        assert all(set(cells) == {"1", "5"} for cells in r["accuracy"].values())
+        accs = [a for cells in r["accuracy"].values() for a in cells.values()]
+        assert all(a in [k / 20 for k in range(21)] for a in accs)  # 20 test images a cell
+        assert r["mean_accuracy"] == pytest.approx(sum(accs) / len(accs))
+    assert (folder / "cifar10_results.json").is_file()
+    capsys.readouterr()
+    assert main(["guided", "analyze", str(folder)]) == 0
+    assert "CIFAR-10-C (15 corruptions" in capsys.readouterr().out
