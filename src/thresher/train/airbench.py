@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from thresher.data.dataset import ArrayDataset
+from thresher.data.pipeline import Normalize
 from thresher.models.airbench import (
     AIRBENCH94_RECIPE,
     Airbench94,
@@ -63,9 +64,8 @@ def param_groups(model: Airbench94, recipe: Airbench94Recipe, batch_size: int) -
 
 
 def normalise(images: torch.Tensor, recipe: Airbench94Recipe) -> torch.Tensor:
-    mean = torch.tensor(recipe.mean, device=images.device).view(1, -1, 1, 1)
-    std = torch.tensor(recipe.std, device=images.device).view(1, -1, 1, 1)
-    return (images.float() / 255 - mean) / std
+    """uint8 images as the recipe's standardised floats (the pipeline's `Normalize`)."""
+    return Normalize(recipe.mean, recipe.std)(images.float() / 255)
 
 
 def translate(padded: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:

@@ -479,8 +479,6 @@ def merge(folders: list[Path]) -> tuple[dict[str, dict], list[dict]]:
             rows += json.loads(corrupted.read_text())
     for merged in results.values():
         merged["units"].sort(key=lambda u: u["seed"])
-        merged.setdefault("num_classes", 10 if merged["dataset"] == "cifar10" else
-                          100 if merged["dataset"] == "cifar100" else 0)
     return results, sorted(rows, key=lambda r: r["seed"])
 
 
@@ -491,7 +489,7 @@ def _analyze(args) -> int:
         out.mkdir(parents=True, exist_ok=True)
     texts = []
     for name, result in results.items():
-        if not result["num_classes"]:
+        if not result.get("num_classes"):
             raise SystemExit(f"error: {name}_results.json does not say its class count")
         texts.append(publish(out, name, result) if out is not None else tables(
             result["units"], f"{name} ({result['dataset']}, {result['model']})",

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from thresher.runs.plots import figure, mean_ci_band, mean_ci_bars
 from thresher.runs.stats import summarize
-
-FULL_CURVE = ("full_equal", "full_equal_select", "full")
+from thresher.studies.guided.report import FULL_CURVE
 
 
 def figures(units: list[dict]) -> dict:
